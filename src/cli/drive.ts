@@ -1,0 +1,121 @@
+/** `vhost-wasm drive`: the built-in front-end against any vhost-user back-end, printing what it measured. */
+import { parseArgs } from 'node:util';
+import { DRV_FIXED_READ, DRV_FIXED_WRITE } from '../engine/layout.js';
+import type { DriverResult } from '../frontend/driver-protocol.js';
+import { Frontend } from '../frontend/frontend.js';
+import { intOption, UsageError } from './main.js';
+
+export interface DriveOptions {
+  socketPath: string;
+  device: 'rng' | 'null';
+  queues: number;
+  seconds: number;
+  mode: 'throughput' | 'latency';
+  polling: boolean;
+  queueSize: number;
+  descsPerChain: number;
+  eventIdx: boolean;
+  bufLen: number;
+}
+
+export interface DriveReport {
+  device: string;
+  mode: string;
+  polling: boolean;
+  eventIdx: boolean;
+  queueCount: number;
+  queueSize: number;
+  seconds: number;
+  /** total over all queues */
+  chainsPerSec: number;
+  kicksPerChain: number;
+  callsPerChain: number;
+  errors: number;
+  queues: DriverResult[];
+}
+
+/** Connect, run the drivers, stop the rings, disconnect. */
+export async function drive(o: DriveOptions): Promise<DriveReport> {
+  const fe = await Frontend.connect({ socketPath: o.socketPath, queues: o.queues, queueSize: o.queueSize, eventIdx: o.eventIdx });
+  try {
+    const results = await fe.run({
+      mode: o.mode,
+      polling: o.polling,
+      seconds: o.seconds,
+      descsPerChain: o.descsPerChain,
+      bufLen: o.bufLen,
+      writable: o.device === 'rng' ? DRV_FIXED_WRITE : DRV_FIXED_READ,
+    });
+    await fe.stop();
+    const chains = results.reduce((s, r) => s + r.chains, 0);
+    const kicks = results.reduce((s, r) => s + r.kicks, 0);
+    const calls = results.reduce((s, r) => s + r.calls, 0);
+    return {
+      device: o.device,
+      mode: o.mode,
+      polling: o.polling,
+      eventIdx: fe.eventIdx,
+      queueCount: o.queues,
+      queueSize: o.queueSize,
+      seconds: Math.max(...results.map((r) => r.seconds)),
+      chainsPerSec: results.reduce((s, r) => s + r.chainsPerSec, 0),
+      kicksPerChain: chains ? kicks / chains : 0,
+      callsPerChain: chains ? calls / chains : 0,
+      errors: results.reduce((s, r) => s + r.errors, 0),
+      queues: results,
+    };
+  } finally {
+    fe.close();
+  }
+}
+
+export function formatReport(r: DriveReport): string {
+  const lines = r.queues.map((q) => {
+    const lat = q.latency ? `  kick->call p50 ${q.latency.p50Us.toFixed(1)} us p99 ${q.latency.p99Us.toFixed(1)} us` : '';
+    return (
+      `  queue ${q.queue}: ${(q.chainsPerSec / 1e6).toFixed(3)} M chains/s  ` +
+      `kicks/chain ${q.kicksPerChain.toFixed(4)}  calls/chain ${q.callsPerChain.toFixed(4)}${lat}`
+    );
+  });
+  return [
+    `${r.device} ${r.mode}${r.polling ? ' (polling)' : ''}, ${r.queueCount} queue(s) of ${r.queueSize}, event_idx ${r.eventIdx ? 'on' : 'off'}, ${r.seconds.toFixed(1)} s`,
+    ...lines,
+    `  total: ${(r.chainsPerSec / 1e6).toFixed(3)} M chains/s${r.errors ? `  ERRORS ${r.errors}` : ''}`,
+  ].join('\n');
+}
+
+export async function runDrive(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      'socket-path': { type: 'string' },
+      device: { type: 'string', default: 'null' },
+      queues: { type: 'string' },
+      seconds: { type: 'string' },
+      json: { type: 'boolean' },
+      mode: { type: 'string', default: 'throughput' },
+      polling: { type: 'boolean' },
+      'queue-size': { type: 'string' },
+      'desc-per-chain': { type: 'string' },
+      'buf-len': { type: 'string' },
+      'no-event-idx': { type: 'boolean' },
+    },
+  });
+  if (!values['socket-path']) throw new UsageError('drive needs --socket-path');
+  if (values.device !== 'rng' && values.device !== 'null') throw new UsageError(`--device must be rng or null, got '${values.device}'`);
+  if (values.mode !== 'throughput' && values.mode !== 'latency') throw new UsageError(`--mode must be throughput or latency`);
+  const report = await drive({
+    socketPath: values['socket-path'],
+    device: values.device,
+    queues: intOption('queues', values.queues, 1, 1, 32),
+    seconds: Number(values.seconds ?? 5),
+    mode: values.mode,
+    polling: values.polling ?? false,
+    queueSize: intOption('queue-size', values['queue-size'], 256, 1, 32768),
+    descsPerChain: intOption('desc-per-chain', values['desc-per-chain'], 1, 1, 64),
+    bufLen: intOption('buf-len', values['buf-len'], 64, 1, 65536),
+    eventIdx: !values['no-event-idx'],
+  });
+  process.stdout.write((values.json ? JSON.stringify(report) : formatReport(report)) + '\n');
+}

@@ -1,0 +1,119 @@
+/**
+ * vhost-wasm command line: back-end devices (rng, null), the built-in front-end (drive) and the demo that
+ * `npm start` runs.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { DeviceModel } from '../devices/device.js';
+import { nullDevice } from '../devices/null.js';
+import { rngDevice } from '../devices/rng.js';
+import { VhostUserServer } from '../vhost-user/server.js';
+import { runDemo } from './demo.js';
+import { runDrive } from './drive.js';
+
+const USAGE = `usage:
+  vhost-wasm rng  (--socket-path P | --fd N) [--source FILE] [backend options]
+  vhost-wasm null (--socket-path P | --fd N) [--queues N] [backend options]
+  vhost-wasm <device> --print-capabilities
+  vhost-wasm drive --socket-path P --device rng|null [--queues N] [--seconds S] [--json]
+                   [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--no-event-idx]
+  vhost-wasm demo [--queues N] [--seconds S]        (what npm start runs)
+
+backend options:
+  --queue-map 0,0,1   worker index per queue (default: one worker per queue)
+  --poll-us N         busy-poll N microseconds after the last work before re-arming notifications (default 0)
+  --batch N           most chains per engine call (default 128)
+`;
+
+const BACKEND_OPTIONS = {
+  'socket-path': { type: 'string' },
+  fd: { type: 'string' },
+  'print-capabilities': { type: 'boolean' },
+  queues: { type: 'string' },
+  source: { type: 'string' },
+  'queue-map': { type: 'string' },
+  'poll-us': { type: 'string' },
+  batch: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+export function intOption(name: string, v: string | undefined, dflt: number, min: number, max: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer in ${min}..${max}, got '${v}'`);
+  return n;
+}
+
+export class UsageError extends Error {}
+
+function deviceFor(name: string, v: Record<string, string | boolean | undefined>): DeviceModel {
+  switch (name) {
+    case 'rng':
+      return rngDevice({ source: v['source'] as string | undefined });
+    case 'null':
+      return nullDevice({ queues: intOption('queues', v['queues'] as string | undefined, 1, 1, 32) });
+    default:
+      throw new UsageError(`unknown device '${name}'`);
+  }
+}
+
+async function runBackend(name: string, args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: BACKEND_OPTIONS, strict: true });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const device = deviceFor(name, values);
+  if (values['print-capabilities']) {
+    process.stdout.write(JSON.stringify({ type: device.name, features: device.capabilities }) + '\n');
+    return;
+  }
+  if ((values['socket-path'] === undefined) === (values.fd === undefined))
+    throw new UsageError('exactly one of --socket-path and --fd is required');
+  const queueToWorker = values['queue-map']?.split(',').map((s, i) => intOption(`queue-map[${i}]`, s, 0, 0, 31));
+  if (queueToWorker && queueToWorker.length !== device.queues)
+    throw new UsageError(`--queue-map names ${queueToWorker.length} queues, the device has ${device.queues}`);
+  const server = new VhostUserServer({
+    device,
+    socketPath: values['socket-path'],
+    fd: values.fd === undefined ? undefined : intOption('fd', values.fd, 0, 0, 1 << 20),
+    queueToWorker,
+    pollUs: intOption('poll-us', values['poll-us'], 0, 0, 10_000_000),
+    batch: intOption('batch', values.batch, 128, 1, 1024),
+  }).start();
+  const stop = (sig: string): void => {
+    process.stderr.write(`vhost-wasm ${name}: ${sig}, shutting down\n`);
+    void server.close().finally(() => process.exit(0));
+    setTimeout(() => process.exit(0), 3000).unref();
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'rng':
+      case 'null':
+        return await runBackend(cmd, rest);
+      case 'drive':
+        return await runDrive(rest);
+      case 'demo':
+        return await runDemo(rest);
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE);
+        return;
+      default:
+        throw new UsageError(`unknown command '${cmd}'`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`vhost-wasm: ${(e as Error).message}\n\n${USAGE}`);
+      process.exit(2);
+    }
+    throw e;
+  }
+}

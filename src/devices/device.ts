@@ -1,0 +1,24 @@
+/**
+ * A device model as the back-end core sees it: what it offers and how its config space reads. It knows nothing
+ * of sockets or of the protocol; its queue work runs in the workers (queue-handlers.ts, by `name`).
+ */
+export interface DeviceModel {
+  /** queue handler key and the `type` of --print-capabilities */
+  readonly name: string;
+  /** number of virtqueues served */
+  readonly queues: number;
+  /** largest ring a driver may set up (power of two <= 32768) */
+  readonly maxQueueSize: number;
+  /** device-specific virtio feature bits (the core adds the transport ones) */
+  readonly features: bigint;
+  /** protocol feature bits the device needs on top of the core set (e.g. CONFIG) */
+  readonly protocolFeatures: bigint;
+  /** handed to each queue handler */
+  readonly options: Record<string, string | number | boolean>;
+  /** capabilities for --print-capabilities (the vhost-user.json "features" list) */
+  readonly capabilities: readonly string[];
+  /** config space contents, if the device has one */
+  readConfig?(): Buffer;
+  /** a front-end write of `data` at `offset`; returns false when the field is read-only */
+  writeConfig?(offset: number, data: Buffer): boolean;
+}

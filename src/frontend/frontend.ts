@@ -1,0 +1,223 @@
+/**
+ * The built-in vhost-user front-end: plays the VMM (feature and protocol negotiation, memory table, ring
+ * set-up) and, through driver workers, the guest. Works against any vhost-user back-end.
+ */
+import { Piscina } from 'piscina';
+import { instantiateEngine, loadEngineModule, type EngineExports } from '../engine/engine.js';
+import { DRV_SEG_ADDR, DRV_SEG_BYTES, DRV_SEG_F_WRITE, DRV_SEG_FLAGS, DRV_SEG_LEN, DRV_USED_BYTES, deviceArea, queueArea } from '../engine/layout.js';
+import { builtPath } from '../runtime/package-root.js';
+import { closeQuietly, eventfd, eventfdDrain, eventfdSignal, POLLIN, pollFds } from '../sys/syscalls.js';
+import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../vhost-user/constants.js';
+import { VhostUserClient } from './client.js';
+import type { DriverResult, DriverTask } from './driver-protocol.js';
+import { GuestRam, queueFootprint, type RingPlacement } from './guest-ram.js';
+
+export interface FrontendOptions {
+  socketPath: string;
+  queues: number;
+  queueSize?: number;
+  /** bytes of buffer per queue (default: queueSize * 4 KiB) */
+  bufferBytes?: number;
+  /** negotiate VIRTIO_F_EVENT_IDX when offered (default true) */
+  eventIdx?: boolean;
+  /** extra virtio feature bits to ack when offered */
+  extraFeatures?: bigint;
+}
+
+export interface Segment {
+  /** offset in the queue's buffer area */
+  offset: number;
+  len: number;
+  write: boolean;
+}
+
+interface QueueState {
+  ring: RingPlacement;
+  kickFd: number;
+  callFd: number;
+}
+
+const WANTED_PROTOCOL =
+  bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) | bit(ProtocolFeature.STATUS) | bit(ProtocolFeature.CONFIG);
+
+export class Frontend {
+  readonly client: VhostUserClient;
+  readonly ram: GuestRam;
+  readonly module = loadEngineModule();
+  readonly engine: EngineExports;
+  readonly queues: QueueState[] = [];
+  readonly size: number;
+  readonly bufferBytes: number;
+  features = 0n;
+  protocolFeatures = 0n;
+  private pool: Piscina | undefined;
+
+  private constructor(private readonly opts: FrontendOptions) {
+    this.size = opts.queueSize ?? 256;
+    this.bufferBytes = opts.bufferBytes ?? this.size * 4096;
+    this.client = VhostUserClient.connect(opts.socketPath);
+    const bytes = Math.max(4 << 20, opts.queues * queueFootprint(this.size, this.bufferBytes));
+    this.ram = new GuestRam(Math.ceil(bytes / (2 << 20)) * (2 << 20));
+    this.engine = instantiateEngine(this.module, this.ram.mem.memory);
+  }
+
+  /** Connect and run the whole set-up sequence; the rings are started and enabled when this resolves. */
+  static async connect(opts: FrontendOptions): Promise<Frontend> {
+    const fe = new Frontend(opts);
+    try {
+      await fe.setup();
+    } catch (e) {
+      fe.close();
+      throw e;
+    }
+    return fe;
+  }
+
+  get eventIdx(): boolean {
+    return hasBit(this.features, VIRTIO_F_EVENT_IDX);
+  }
+
+  private async setup(): Promise<void> {
+    const c = this.client;
+    const offered = (await c.request('GET_FEATURES', undefined))!;
+    let want = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (this.opts.extraFeatures ?? 0n);
+    if (this.opts.eventIdx ?? true) want |= bit(VIRTIO_F_EVENT_IDX);
+    this.features = offered & want;
+    if (hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES)) {
+      const pf = (await c.request('GET_PROTOCOL_FEATURES', undefined))!;
+      this.protocolFeatures = pf & WANTED_PROTOCOL;
+      await c.request('SET_PROTOCOL_FEATURES', this.protocolFeatures);
+      c.replyAck = hasBit(this.protocolFeatures, ProtocolFeature.REPLY_ACK);
+      if (hasBit(this.protocolFeatures, ProtocolFeature.MQ)) {
+        const n = Number((await c.request('GET_QUEUE_NUM', undefined))!);
+        if (n < this.opts.queues) throw new Error(`back-end has ${n} queues, ${this.opts.queues} wanted`);
+      }
+    }
+    await c.request('SET_OWNER', undefined);
+    await c.request('SET_FEATURES', this.features);
+    const r = this.ram.region;
+    await c.request('SET_MEM_TABLE', { regions: [{ gpa: r.gpa, size: r.size, uaddr: r.uaddr, mmapOffset: 0n }] }, [this.ram.fd]);
+    for (let q = 0; q < this.opts.queues; q++) {
+      const ring = this.ram.placeRing(this.size, this.bufferBytes);
+      const kickFd = eventfd();
+      const callFd = eventfd();
+      this.queues.push({ ring, kickFd, callFd });
+      await c.request('SET_VRING_NUM', { index: q, num: this.size });
+      await c.request('SET_VRING_BASE', { index: q, num: 0 });
+      await c.request('SET_VRING_ADDR', { index: q, flags: 0, desc: ring.descUva, used: ring.usedUva, avail: ring.availUva, log: 0n });
+      await c.request('SET_VRING_CALL', { index: q, noFd: false }, [callFd]);
+      await c.request('SET_VRING_KICK', { index: q, noFd: false }, [kickFd]);
+      if (hasBit(this.features, VHOST_USER_F_PROTOCOL_FEATURES)) await c.request('SET_VRING_ENABLE', { index: q, num: 1 });
+    }
+  }
+
+  /** Driver state block of queue q, in the front-end's memory. */
+  ds(q: number): number {
+    return queueArea(q);
+  }
+
+  /** Run the drivers of every queue for `seconds` in parallel (one piscina thread each). */
+  async run(opts: Pick<DriverTask, 'mode' | 'polling' | 'seconds'> & Partial<Pick<DriverTask, 'descsPerChain' | 'bufLen' | 'writable' | 'submitBatch'>>): Promise<DriverResult[]> {
+    this.pool ??= new Piscina({
+      filename: builtPath('workers/driver-worker.js'),
+      minThreads: this.queues.length,
+      maxThreads: this.queues.length,
+      idleTimeout: 1000,
+    });
+    const descsPerChain = opts.descsPerChain ?? 1;
+    const bufLen = opts.bufLen ?? 64;
+    return Promise.all(
+      this.queues.map((qs, q) => {
+        const task: DriverTask = {
+          memory: this.ram.mem.memory,
+          module: this.module,
+          queue: q,
+          ds: this.ds(q),
+          size: this.size,
+          desc: qs.ring.desc,
+          avail: qs.ring.avail,
+          used: qs.ring.used,
+          gpaDelta: this.ram.gpaDelta,
+          eventIdx: this.eventIdx,
+          kickFd: qs.kickFd,
+          callFd: qs.callFd,
+          buffers: qs.ring.buffers,
+          bufLen: Math.min(bufLen, Math.floor(this.bufferBytes / this.size / descsPerChain)),
+          descsPerChain,
+          writable: opts.writable ?? 0,
+          mode: opts.mode,
+          polling: opts.polling,
+          seconds: opts.seconds,
+          submitBatch: opts.submitBatch ?? 0,
+        };
+        return this.pool!.run(task) as Promise<DriverResult>;
+      }),
+    );
+  }
+
+  // ---- one chain at a time, from the main thread (tests, the rng check) ----
+  private generic = new Set<number>();
+
+  /** Make one chain of `segs` available on queue q, kick, and wait for its used element. */
+  async roundTrip(q: number, segs: readonly Segment[], timeoutMs = 5000): Promise<{ id: number; len: number }> {
+    const qs = this.queues[q]!;
+    const e = this.engine;
+    if (!this.generic.has(q)) {
+      if (e.drvInit(this.ds(q), this.size, qs.ring.desc, qs.ring.avail, qs.ring.used, this.ram.gpaDelta, this.eventIdx ? 1 : 0) !== 0)
+        throw new Error('drvInit refused the ring');
+      e.drvSetInterrupts(this.ds(q), 1);
+      this.generic.add(q);
+    }
+    const list = deviceArea(q);
+    const dv = new DataView(this.ram.mem.memory.buffer);
+    segs.forEach((s, i) => {
+      const at = list + i * DRV_SEG_BYTES;
+      dv.setUint32(at + DRV_SEG_ADDR, qs.ring.buffers + s.offset, true);
+      dv.setUint32(at + DRV_SEG_LEN, s.len, true);
+      dv.setUint32(at + DRV_SEG_FLAGS, s.write ? DRV_SEG_F_WRITE : 0, true);
+    });
+    const head = e.drvAddChain(this.ds(q), list, segs.length);
+    if (head < 0) throw new Error('no free descriptors');
+    e.drvKickAvail(this.ds(q));
+    if (e.drvNeedKick(this.ds(q))) eventfdSignal(qs.kickFd);
+    const out = list + 64 * DRV_SEG_BYTES;
+    const pfd = Buffer.alloc(8);
+    pfd.writeInt32LE(qs.callFd, 0);
+    pfd.writeInt16LE(POLLIN, 4);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (e.drvReapTo(this.ds(q), out, 1) === 1) {
+        const v = new DataView(this.ram.mem.memory.buffer);
+        return { id: v.getUint32(out, true), len: v.getUint32(out + 4, true) };
+      }
+      if (Date.now() > deadline) throw new Error(`queue ${q}: no used element within ${timeoutMs} ms`);
+      // wait on the call fd without blocking the event loop for long
+      pfd.writeInt16LE(0, 6);
+      if (pollFds(pfd, 1, 0) > 0) eventfdDrain(qs.callFd);
+      else await new Promise((r) => setTimeout(r, 1));
+    }
+  }
+
+  /** A view of queue q's buffer area. */
+  buffer(q: number, offset: number, len: number): Uint8Array {
+    return new Uint8Array(this.ram.mem.memory.buffer, this.queues[q]!.ring.buffers + offset, len);
+  }
+
+  /** GET_VRING_BASE on every ring: the back-end stops them and reports where it got to. */
+  async stop(): Promise<number[]> {
+    const bases: number[] = [];
+    for (let q = 0; q < this.queues.length; q++) bases.push((await this.client.request('GET_VRING_BASE', { index: q, num: 0 }))!.num);
+    return bases;
+  }
+
+  close(): void {
+    void this.pool?.destroy();
+    this.pool = undefined;
+    this.client.close();
+    for (const q of this.queues) {
+      closeQuietly(q.kickFd);
+      closeQuietly(q.callFd);
+    }
+    this.ram.close();
+  }
+}

@@ -1,0 +1,210 @@
+/**
+ * A front-end connection's guest memory: one shared WebAssembly.Memory whose guest-RAM part is made of the
+ * front-end's region fds, each mmap'ed with MAP_FIXED at a 2 MiB-aligned host address inside it. The region
+ * table the engine translates through lives in the same Memory (layout.ts). A region that goes away is covered
+ * by an anonymous MAP_FIXED mapping, never unmapped: a hole would kill the process on the next JS access.
+ */
+import {
+  GUEST_ALIGN,
+  GUEST_AREA,
+  MAX_REGIONS,
+  MEMORY_MAX_PAGES,
+  REGION_ENTRY_SIZE,
+  REGION_GPA,
+  REGION_HDR_COUNT,
+  REGION_HDR_GENERATION,
+  REGION_HDR_SIZE,
+  REGION_SIZE,
+  REGION_TABLE,
+  REGION_UVA,
+  REGION_WASM,
+  WASM_PAGE,
+} from '../engine/layout.js';
+import { memoryBaseAddress } from '../sys/libc.js';
+import {
+  closeQuietly,
+  fstat,
+  MAP_ANONYMOUS,
+  MAP_FIXED,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  mmap,
+  PROT_READ,
+  PROT_WRITE,
+} from '../sys/syscalls.js';
+
+const MEMORY_LIMIT = BigInt(MEMORY_MAX_PAGES) * BigInt(WASM_PAGE);
+const SMALL_PAGE = 4096n;
+
+export interface RegionSpec {
+  gpa: bigint;
+  size: bigint;
+  uaddr: bigint;
+  mmapOffset: bigint;
+}
+
+export interface MappedRegion extends RegionSpec {
+  fd: number;
+  /** wasm address of the region's first guest byte */
+  wasmAddr: number;
+  /** the mapped range (page-aligned, may start before wasmAddr and end after it) */
+  mapAddr: number;
+  mapLen: number;
+}
+
+export class GuestMemoryError extends Error {
+  override name = 'GuestMemoryError';
+}
+
+function alignUp(v: bigint, a: bigint): bigint {
+  return (v + a - 1n) & ~(a - 1n);
+}
+
+export class GuestMemory {
+  readonly memory: WebAssembly.Memory;
+  readonly base: bigint;
+  private regions: MappedRegion[] = [];
+  private generation = 0;
+
+  constructor(initialBytes = GUEST_AREA) {
+    this.memory = new WebAssembly.Memory({
+      initial: Math.ceil(initialBytes / WASM_PAGE),
+      maximum: MEMORY_MAX_PAGES,
+      shared: true,
+    });
+    this.base = memoryBaseAddress(this.memory);
+  }
+
+  get mapped(): readonly MappedRegion[] {
+    return this.regions;
+  }
+
+  /** The host address of a wasm address: for syscalls that read or write guest buffers directly. */
+  hostAddress(wasmAddr: number): bigint {
+    return this.base + BigInt(wasmAddr);
+  }
+
+  /** Grow the Memory (never shrinks) so that JS views reach `endBytes`. */
+  ensureVisible(endBytes: number): void {
+    const pages = Math.ceil(endBytes / WASM_PAGE);
+    const have = this.memory.buffer.byteLength / WASM_PAGE;
+    if (pages > have) this.memory.grow(pages - have);
+  }
+
+  /**
+   * Map `spec` from `fd` (the fd is owned from here on). Placement: the lowest free wasm range above GUEST_AREA
+   * whose host address is 2 MiB-aligned (or the fd's page size, for hugetlbfs) and that ends within 4 GiB.
+   */
+  add(spec: RegionSpec, fd: number): MappedRegion {
+    try {
+      if (this.regions.length >= MAX_REGIONS) throw new GuestMemoryError(`too many memory regions (max ${MAX_REGIONS})`);
+      for (const r of this.regions) {
+        if (spec.gpa < r.gpa + r.size && r.gpa < spec.gpa + spec.size)
+          throw new GuestMemoryError(`region gpa 0x${spec.gpa.toString(16)} overlaps region gpa 0x${r.gpa.toString(16)}`);
+      }
+      const st = fstat(fd);
+      // Mapping past the end of the file would turn the first access into a SIGBUS that kills the process.
+      if (spec.mmapOffset + spec.size > st.size)
+        throw new GuestMemoryError(
+          `region gpa 0x${spec.gpa.toString(16)}: offset ${spec.mmapOffset} + size ${spec.size} lies beyond the end ` +
+            `of its fd (${st.size} bytes)`,
+        );
+      const pageSize = st.blksize >= GUEST_ALIGN ? BigInt(st.blksize) : SMALL_PAGE;
+      const fileOff = spec.mmapOffset & ~(pageSize - 1n);
+      const delta = spec.mmapOffset - fileOff;
+      const mapLen = alignUp(spec.size + delta, pageSize);
+      const align = pageSize > BigInt(GUEST_ALIGN) ? pageSize : BigInt(GUEST_ALIGN);
+      const mapAddr = this.place(mapLen, align);
+      if (mapAddr === undefined) {
+        const total = this.regions.reduce((s, r) => s + BigInt(r.mapLen), 0n) + mapLen;
+        throw new GuestMemoryError(
+          `guest RAM does not fit: ${total} bytes of regions, but only ${MEMORY_LIMIT - BigInt(GUEST_AREA)} bytes ` +
+            `of the 4 GiB wasm32 memory are available for guest RAM`,
+        );
+      }
+      this.ensureVisible(Number(BigInt(mapAddr) + mapLen));
+      mmap(this.base + BigInt(mapAddr), mapLen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, fileOff);
+      const region: MappedRegion = { ...spec, fd, wasmAddr: mapAddr + Number(delta), mapAddr, mapLen: Number(mapLen) };
+      this.regions.push(region);
+      this.writeTable();
+      return region;
+    } catch (e) {
+      closeQuietly(fd);
+      throw e;
+    }
+  }
+
+  /** Remove the region matching gpa, size and uaddr (REM_MEM_REG); returns false if none matches. */
+  remove(spec: Pick<RegionSpec, 'gpa' | 'size' | 'uaddr'>): boolean {
+    const i = this.regions.findIndex((r) => r.gpa === spec.gpa && r.size === spec.size && r.uaddr === spec.uaddr);
+    if (i < 0) return false;
+    const [r] = this.regions.splice(i, 1);
+    this.unmap(r!);
+    this.writeTable();
+    return true;
+  }
+
+  /** Drop every region (SET_MEM_TABLE replaces the table; disconnect releases it). */
+  clear(): void {
+    for (const r of this.regions) this.unmap(r);
+    this.regions = [];
+    this.writeTable();
+  }
+
+  /** Guest bytes [gpa, gpa+len) as a wasm address when they lie in one region, else undefined. */
+  translateGpa(gpa: bigint, len: bigint): number | undefined {
+    return this.translate(gpa, len, 'gpa');
+  }
+
+  translateUva(uva: bigint, len: bigint): number | undefined {
+    return this.translate(uva, len, 'uaddr');
+  }
+
+  private translate(a: bigint, len: bigint, key: 'gpa' | 'uaddr'): number | undefined {
+    for (const r of this.regions) {
+      const start = r[key];
+      if (a >= start && a + len <= start + r.size && a + len >= a) return r.wasmAddr + Number(a - start);
+    }
+    return undefined;
+  }
+
+  private unmap(r: MappedRegion): void {
+    // Cover, never unmap: the range stays readable zeros and the region's fd mapping is dropped.
+    mmap(
+      this.base + BigInt(r.mapAddr),
+      r.mapLen,
+      PROT_READ | PROT_WRITE,
+      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+      -1,
+      0n,
+    );
+    closeQuietly(r.fd);
+  }
+
+  private place(len: bigint, align: bigint): number | undefined {
+    const used = [...this.regions].sort((a, b) => a.mapAddr - b.mapAddr);
+    let cursor = BigInt(GUEST_AREA);
+    const fit = (at: bigint): bigint => alignUp(this.base + at, align) - this.base;
+    for (const r of used) {
+      const at = fit(cursor);
+      if (at + len <= BigInt(r.mapAddr)) return Number(at);
+      cursor = BigInt(r.mapAddr + r.mapLen);
+    }
+    const at = fit(cursor);
+    return at + len <= MEMORY_LIMIT ? Number(at) : undefined;
+  }
+
+  private writeTable(): void {
+    const dv = new DataView(this.memory.buffer);
+    this.regions.forEach((r, i) => {
+      const e = REGION_TABLE + REGION_HDR_SIZE + i * REGION_ENTRY_SIZE;
+      dv.setBigUint64(e + REGION_GPA, r.gpa, true);
+      dv.setBigUint64(e + REGION_SIZE, r.size, true);
+      dv.setBigUint64(e + REGION_UVA, r.uaddr, true);
+      dv.setBigUint64(e + REGION_WASM, BigInt(r.wasmAddr), true);
+    });
+    dv.setUint32(REGION_TABLE + REGION_HDR_COUNT, this.regions.length, true);
+    dv.setUint32(REGION_TABLE + REGION_HDR_GENERATION, ++this.generation, true);
+  }
+}

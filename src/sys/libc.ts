@@ -1,0 +1,68 @@
+/**
+ * Raw libc entry points through koffi. Nothing here checks results: `syscalls.ts` wraps each call and turns
+ * failures into SysError. Pointers are passed either as Buffers (local scratch) or as bigint addresses
+ * (guest memory inside the wasm Memory), hence the `_addr` variants declared with uint64_t.
+ */
+import koffi from 'koffi';
+
+koffi.alias('ssize_t', 'int64_t');
+koffi.alias('off_t', 'int64_t');
+
+const libc = koffi.load('libc.so.6');
+
+type Fn<A extends unknown[], R> = (...args: A) => R;
+type Ptr = Buffer | Uint8Array | null;
+
+export const raw = {
+  close: libc.func('int close(int fd)') as Fn<[number], number>,
+  read: libc.func('ssize_t read(int fd, void *buf, size_t n)') as Fn<[number, Ptr, number], number>,
+  write: libc.func('ssize_t write(int fd, const void *buf, size_t n)') as Fn<[number, Ptr, number], number>,
+  readAddr: libc.func('read', 'ssize_t', ['int', 'uint64_t', 'size_t']) as Fn<[number, bigint, number], number>,
+  writeAddr: libc.func('write', 'ssize_t', ['int', 'uint64_t', 'size_t']) as Fn<[number, bigint, number], number>,
+  preadAddr: libc.func('pread', 'ssize_t', ['int', 'uint64_t', 'size_t', 'int64_t']) as Fn<[number, bigint, number, bigint], number>,
+  pwriteAddr: libc.func('pwrite', 'ssize_t', ['int', 'uint64_t', 'size_t', 'int64_t']) as Fn<[number, bigint, number, bigint], number>,
+  readvAddr: libc.func('readv', 'ssize_t', ['int', 'uint64_t', 'int']) as Fn<[number, bigint, number], number>,
+  preadvAddr: libc.func('preadv', 'ssize_t', ['int', 'uint64_t', 'int', 'int64_t']) as Fn<[number, bigint, number, bigint], number>,
+  pwritevAddr: libc.func('pwritev', 'ssize_t', ['int', 'uint64_t', 'int', 'int64_t']) as Fn<[number, bigint, number, bigint], number>,
+  memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)') as Fn<[string, number], number>,
+  ftruncate: libc.func('int ftruncate(int fd, int64_t len)') as Fn<[number, number | bigint], number>,
+  fcntl: libc.func('int fcntl(int fd, int cmd, int arg)') as Fn<[number, number, number], number>,
+  mmap: libc.func('mmap', 'uint64_t', ['uint64_t', 'size_t', 'int', 'int', 'int', 'int64_t']) as Fn<
+    [bigint, number | bigint, number, number, number, bigint],
+    bigint
+  >,
+  munmap: libc.func('munmap', 'int', ['uint64_t', 'size_t']) as Fn<[bigint, number | bigint], number>,
+  eventfd: libc.func('int eventfd(unsigned int initval, int flags)') as Fn<[number, number], number>,
+  poll: libc.func('int poll(void *fds, unsigned long nfds, int timeout)') as Fn<[Ptr, number, number], number>,
+  socket: libc.func('int socket(int domain, int type, int protocol)') as Fn<[number, number, number], number>,
+  socketpair: libc.func('int socketpair(int domain, int type, int protocol, int *sv)') as Fn<
+    [number, number, number, Int32Array],
+    number
+  >,
+  bind: libc.func('int bind(int fd, const void *addr, uint32_t len)') as Fn<[number, Ptr, number], number>,
+  connect: libc.func('int connect(int fd, const void *addr, uint32_t len)') as Fn<[number, Ptr, number], number>,
+  listen: libc.func('int listen(int fd, int backlog)') as Fn<[number, number], number>,
+  accept4: libc.func('int accept4(int fd, void *addr, void *len, int flags)') as Fn<[number, null, null, number], number>,
+  sendmsg: libc.func('ssize_t sendmsg(int fd, const void *msg, int flags)') as Fn<[number, Ptr, number], number>,
+  recvmsg: libc.func('ssize_t recvmsg(int fd, void *msg, int flags)') as Fn<[number, Ptr, number], number>,
+  fstat: libc.func('int fstat(int fd, void *st)') as Fn<[number, Ptr], number>,
+  getpid: libc.func('int getpid()') as Fn<[], number>,
+  dup: libc.func('int dup(int fd)') as Fn<[number], number>,
+};
+
+export function errno(): number {
+  return koffi.errno();
+}
+
+/** The host address of byte 0 of a (shared) WebAssembly.Memory. Taken through a view: N-API refuses SABs. */
+export function memoryBaseAddress(memory: WebAssembly.Memory): bigint {
+  return koffi.address(new Uint8Array(memory.buffer, 0, 1));
+}
+
+/** The host address of a Buffer's first byte (Buffers from allocUnsafeSlow never move). */
+export function bufferAddress(buf: Uint8Array): bigint {
+  return koffi.address(buf);
+}
+
+export const nodePoll = koffi.node.poll;
+export type PollHandle = ReturnType<typeof koffi.node.poll>;

@@ -1,0 +1,88 @@
+/**
+ * A vhost-user back-end endpoint: listens (socket path or inherited fd), serves one front-end at a time, and
+ * when that front-end goes away releases everything of its connection and waits for the next.
+ */
+import type { DeviceModel } from '../devices/device.js';
+import { closeQuietly } from '../sys/syscalls.js';
+import { UnixListener } from '../sys/unix-socket.js';
+import { Dispatcher } from './dispatcher.js';
+import { Session, type SessionOptions } from './session.js';
+import { MessageChannel } from './transport.js';
+
+export interface ServerOptions extends Omit<SessionOptions, 'log'> {
+  device: DeviceModel;
+  socketPath?: string;
+  fd?: number;
+  log?: (line: string) => void;
+}
+
+export class VhostUserServer {
+  private readonly listener: UnixListener;
+  private active: { channel: MessageChannel; session: Session; done: Promise<void> } | undefined;
+  private readonly log: (line: string) => void;
+  private connections = 0;
+  private closing = false;
+
+  constructor(private readonly opts: ServerOptions) {
+    this.log = opts.log ?? ((l) => process.stderr.write(`vhost-wasm ${opts.device.name}: ${l}\n`));
+    if (opts.socketPath !== undefined) this.listener = UnixListener.listen(opts.socketPath);
+    else if (opts.fd !== undefined) this.listener = UnixListener.fromFd(opts.fd);
+    else throw new Error('one of --socket-path or --fd is required');
+  }
+
+  start(): this {
+    this.listener.start((fd) => this.accept(fd));
+    this.log(`listening on ${this.opts.socketPath ?? `fd ${this.opts.fd}`} (${this.opts.device.queues} queue(s))`);
+    return this;
+  }
+
+  /** Resolves when the current connection (if any) has been fully released. */
+  idle(): Promise<void> {
+    return this.active?.done ?? Promise.resolve();
+  }
+
+  get connectionCount(): number {
+    return this.connections;
+  }
+
+  private accept(fd: number): void {
+    if (this.active || this.closing) {
+      this.log(`refusing a second front-end connection (fd ${fd}): one front-end at a time`);
+      closeQuietly(fd);
+      return;
+    }
+    this.connections++;
+    const session = new Session(this.opts.device, { ...this.opts, log: this.log });
+    let release!: () => void;
+    const done = new Promise<void>((r) => (release = r));
+    const dispatcher = new Dispatcher(session, this.log);
+    const channel = new MessageChannel(
+      fd,
+      (m) => dispatcher.enqueue(m),
+      (why) => {
+        this.log(why ? `front-end connection closed: ${why.message}` : 'front-end disconnected');
+        void dispatcher
+          .drain()
+          .then(() => session.close())
+          .catch((e: unknown) => this.log(`releasing the connection failed: ${(e as Error).message}`))
+          .finally(() => {
+            if (this.active?.session === session) this.active = undefined;
+            release();
+          });
+      },
+    );
+    dispatcher.attach(channel);
+    this.active = { channel, session, done };
+    channel.start();
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    this.listener.close();
+    const a = this.active;
+    if (a) {
+      a.channel.close();
+      await a.done;
+    }
+  }
+}

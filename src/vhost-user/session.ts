@@ -1,0 +1,389 @@
+/**
+ * The back-end state of one front-end connection: negotiated features, guest memory, rings and their workers.
+ * It receives decoded, validated requests from the dispatcher and returns reply payloads; it never sees the
+ * socket. Rings move through stopped -> started (kick fd + memory + addresses) -> stopped (GET_VRING_BASE), and
+ * independently enabled/disabled (SET_VRING_ENABLE).
+ */
+import type { DeviceModel } from '../devices/device.js';
+import { instantiateEngine, loadEngineModule, type EngineExports } from '../engine/engine.js';
+import { ERROR_NAMES, QF_EVENT_IDX, QF_INDIRECT, QS_AVAIL, QS_DESC, QS_LAST_AVAIL, QS_USED, queueArea, REGION_TABLE } from '../engine/layout.js';
+import { GuestMemory, type RegionSpec } from '../memory/guest-memory.js';
+import { queueMapping, QueueWorkerPool } from '../queues/worker-pool.js';
+import type { WorkerEvent } from '../queues/worker-protocol.js';
+import { closeQuietly, eventfdSignal } from '../sys/syscalls.js';
+import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from './constants.js';
+
+export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
+export const MAX_MEM_SLOTS = 32;
+
+/** Transport features every device gets. */
+export const CORE_FEATURES =
+  bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VIRTIO_F_EVENT_IDX) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+
+export const CORE_PROTOCOL_FEATURES =
+  bit(ProtocolFeature.MQ) |
+  bit(ProtocolFeature.REPLY_ACK) |
+  bit(ProtocolFeature.BACKEND_REQ) |
+  bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
+  bit(ProtocolFeature.RESET_DEVICE) |
+  bit(ProtocolFeature.STATUS);
+
+/** A request the front-end got wrong: the dispatcher logs it and fails the request. */
+export class RequestError extends Error {
+  override name = 'RequestError';
+}
+
+export interface SessionOptions {
+  /** worker index per queue (default: one worker per queue) */
+  queueToWorker?: readonly number[];
+  /** busy-poll budget in µs before re-arming notifications (0 = pure eventfd) */
+  pollUs?: number;
+  /** most chains popped per engine call */
+  batch?: number;
+  log: (line: string) => void;
+}
+
+interface Ring {
+  size: number;
+  addr: { desc: bigint; used: bigint; avail: bigint } | undefined;
+  base: number;
+  kickFd: number; // -1 none; -2 = "no fd": poll the ring
+  callFd: number;
+  errFd: number;
+  enabled: boolean;
+  started: boolean;
+  broken: boolean;
+}
+
+const NO_FD = -1;
+const POLL_RING = -2;
+
+export class Session {
+  readonly memory = new GuestMemory();
+  private engine: EngineExports;
+  private readonly module: WebAssembly.Module;
+  private pool: QueueWorkerPool | undefined;
+  private readonly rings: Ring[];
+  private acked = 0n;
+  private protocolAcked = 0n;
+  private status = 0;
+  private owner = false;
+  private backendReqFd = NO_FD;
+  private closed = false;
+
+  constructor(
+    readonly device: DeviceModel,
+    private readonly opts: SessionOptions,
+  ) {
+    this.module = loadEngineModule();
+    this.engine = instantiateEngine(this.module, this.memory.memory);
+    this.rings = Array.from({ length: device.queues }, () => this.freshRing());
+  }
+
+  private freshRing(): Ring {
+    return { size: 0, addr: undefined, base: 0, kickFd: NO_FD, callFd: NO_FD, errFd: NO_FD, enabled: false, started: false, broken: false };
+  }
+
+  get offeredFeatures(): bigint {
+    return CORE_FEATURES | this.device.features;
+  }
+
+  get offeredProtocolFeatures(): bigint {
+    let f = CORE_PROTOCOL_FEATURES | this.device.protocolFeatures;
+    if (this.device.readConfig) f |= bit(ProtocolFeature.CONFIG);
+    return f;
+  }
+
+  get acknowledgedFeatures(): bigint {
+    return this.acked;
+  }
+
+  get acknowledgedProtocolFeatures(): bigint {
+    return this.protocolAcked;
+  }
+
+  get maxMemSlots(): number {
+    return MAX_MEM_SLOTS;
+  }
+
+  hasProtocolFeature(b: number): boolean {
+    return hasBit(this.protocolAcked, b);
+  }
+
+  private ring(index: number): Ring {
+    const r = this.rings[index];
+    if (!r) throw new RequestError(`vring index ${index} out of range (device has ${this.rings.length} queues)`);
+    return r;
+  }
+
+  // ---- features and ownership ----
+  getFeatures(): bigint {
+    return this.offeredFeatures;
+  }
+
+  setFeatures(f: bigint): void {
+    const extra = f & ~this.offeredFeatures;
+    if (extra) throw new RequestError(`SET_FEATURES acks feature bits never offered: 0x${extra.toString(16)}`);
+    this.acked = f;
+    // Without VHOST_USER_F_PROTOCOL_FEATURES there is no SET_VRING_ENABLE: rings are enabled at once.
+    if (!hasBit(f, VHOST_USER_F_PROTOCOL_FEATURES)) for (let q = 0; q < this.rings.length; q++) void this.setEnabled(q, true);
+  }
+
+  getProtocolFeatures(): bigint {
+    return this.offeredProtocolFeatures;
+  }
+
+  setProtocolFeatures(f: bigint): void {
+    const extra = f & ~this.offeredProtocolFeatures;
+    if (extra) throw new RequestError(`SET_PROTOCOL_FEATURES acks bits never offered: 0x${extra.toString(16)}`);
+    this.protocolAcked = f;
+  }
+
+  setOwner(): void {
+    this.owner = true;
+  }
+
+  get isOwner(): boolean {
+    return this.owner;
+  }
+
+  queueCount(): number {
+    return this.rings.length;
+  }
+
+  // ---- memory ----
+  async setMemTable(regions: readonly RegionSpec[], fds: readonly number[]): Promise<void> {
+    await this.withRingsPaused(() => {
+      this.memory.clear();
+      let i = 0;
+      try {
+        for (; i < regions.length; i++) this.memory.add(regions[i]!, fds[i]!);
+      } catch (e) {
+        // leave no half table: the fds not yet taken are closed, the mapped ones dropped
+        for (let j = i + 1; j < fds.length; j++) closeQuietly(fds[j]);
+        this.memory.clear();
+        throw e;
+      }
+    });
+  }
+
+  async addMemRegion(region: RegionSpec, fd: number): Promise<void> {
+    await this.withRingsPaused(() => void this.memory.add(region, fd));
+  }
+
+  async removeMemRegion(region: RegionSpec): Promise<void> {
+    await this.withRingsPaused(() => {
+      if (!this.memory.remove(region)) throw new RequestError(`REM_MEM_REG: no region at gpa 0x${region.gpa.toString(16)} size ${region.size}`);
+    });
+  }
+
+  /** Quiesce the workers, change memory, re-translate running rings, resume: no request is lost or half-read. */
+  private async withRingsPaused(change: () => void): Promise<void> {
+    if (this.pool) await this.pool.pause();
+    try {
+      change();
+    } finally {
+      this.retranslateStartedRings();
+      if (this.pool) await this.pool.resume();
+    }
+  }
+
+  private retranslateStartedRings(): void {
+    const dv = new DataView(this.memory.memory.buffer);
+    this.rings.forEach((r, q) => {
+      if (!r.started) return;
+      const t = this.translateRing(q, r);
+      if (typeof t === 'string') {
+        this.opts.log(`queue ${q}: ${t} after the memory table changed; the ring is stopped`);
+        r.broken = true;
+        return;
+      }
+      const qs = queueArea(q);
+      dv.setUint32(qs + QS_DESC, t.desc, true);
+      dv.setUint32(qs + QS_AVAIL, t.avail, true);
+      dv.setUint32(qs + QS_USED, t.used, true);
+    });
+  }
+
+  // ---- rings ----
+  setVringNum(index: number, num: number): void {
+    const r = this.ring(index);
+    if (r.started) throw new RequestError(`SET_VRING_NUM on started vring ${index}`);
+    if (num < 1 || num > this.device.maxQueueSize || (num & (num - 1)) !== 0)
+      throw new RequestError(`vring ${index} size ${num} is not a power of two in 1..${this.device.maxQueueSize}`);
+    r.size = num;
+  }
+
+  async setVringAddr(index: number, addr: { desc: bigint; used: bigint; avail: bigint }): Promise<void> {
+    const r = this.ring(index);
+    r.addr = { desc: addr.desc, used: addr.used, avail: addr.avail };
+    if (r.started) await this.withRingsPaused(() => {});
+  }
+
+  setVringBase(index: number, num: number): void {
+    const r = this.ring(index);
+    if (r.started) throw new RequestError(`SET_VRING_BASE on started vring ${index}`);
+    if (num > 0xffff) throw new RequestError(`vring ${index} base ${num} has reserved bits set (split rings use bits 0-15)`);
+    r.base = num;
+  }
+
+  /** GET_VRING_BASE: stop the ring (its worker finishes the batch in hand) and return the next avail index. */
+  async getVringBase(index: number): Promise<number> {
+    const r = this.ring(index);
+    if (r.started) {
+      await this.pool!.call(index, (api) => api.stop(index));
+      r.base = new DataView(this.memory.memory.buffer).getUint16(queueArea(index) + QS_LAST_AVAIL, true);
+      r.started = false;
+    }
+    if (r.kickFd >= 0) closeQuietly(r.kickFd);
+    r.kickFd = NO_FD;
+    return r.base;
+  }
+
+  async setVringKick(index: number, fd: number | undefined): Promise<void> {
+    const r = this.ring(index);
+    const old = r.kickFd;
+    r.kickFd = fd ?? POLL_RING;
+    if (r.started) {
+      await this.pool!.call(index, (api) => api.setFds(index, { kickFd: fd ?? -1 }));
+    }
+    if (old >= 0 && old !== fd) closeQuietly(old);
+    if (!r.started) await this.maybeStart(index);
+  }
+
+  async setVringCall(index: number, fd: number | undefined): Promise<void> {
+    const r = this.ring(index);
+    const old = r.callFd;
+    r.callFd = fd ?? NO_FD;
+    if (r.started) {
+      await this.pool!.call(index, (api) => api.setFds(index, { callFd: r.callFd }));
+      // an interrupt may have raced with the switch (QEMU re-sends the call fd when it masks/unmasks)
+      if (r.callFd >= 0) eventfdSignal(r.callFd);
+    }
+    if (old >= 0 && old !== fd) closeQuietly(old);
+  }
+
+  async setVringErr(index: number, fd: number | undefined): Promise<void> {
+    const r = this.ring(index);
+    const old = r.errFd;
+    r.errFd = fd ?? NO_FD;
+    if (r.started) await this.pool!.call(index, (api) => api.setFds(index, { errFd: r.errFd }));
+    if (old >= 0 && old !== fd) closeQuietly(old);
+  }
+
+  async setEnabled(index: number, enabled: boolean): Promise<void> {
+    const r = this.ring(index);
+    r.enabled = enabled;
+    if (r.started) await this.pool!.call(index, (api) => api.setEnabled(index, enabled));
+  }
+
+  private translateRing(q: number, r: Ring): { desc: number; avail: number; used: number } | string {
+    if (!r.addr) return 'no ring addresses';
+    const n = BigInt(r.size);
+    const desc = this.memory.translateUva(r.addr.desc, 16n * n);
+    const avail = this.memory.translateUva(r.addr.avail, 6n + 2n * n);
+    const used = this.memory.translateUva(r.addr.used, 6n + 8n * n);
+    if (desc === undefined) return `descriptor table at 0x${r.addr.desc.toString(16)} is not inside guest memory`;
+    if (avail === undefined) return `avail ring at 0x${r.addr.avail.toString(16)} is not inside guest memory`;
+    if (used === undefined) return `used ring at 0x${r.addr.used.toString(16)} is not inside guest memory`;
+    void q;
+    return { desc, avail, used };
+  }
+
+  /** Start a ring once it has a size, addresses, memory and a kick fd (or the no-fd bit). */
+  private async maybeStart(q: number): Promise<void> {
+    const r = this.rings[q]!;
+    if (r.started || r.kickFd === NO_FD || !r.addr || r.size === 0 || this.memory.mapped.length === 0) return;
+    const t = this.translateRing(q, r);
+    if (typeof t === 'string') throw new RequestError(`vring ${q} cannot start: ${t}`);
+    let qf = QF_INDIRECT;
+    if (hasBit(this.acked, VIRTIO_F_EVENT_IDX)) qf |= QF_EVENT_IDX;
+    this.engine.splitConfigure(queueArea(q), r.size, qf, t.desc, t.avail, t.used, REGION_TABLE, 0, r.base);
+    this.pool ??= new QueueWorkerPool({
+      device: this.device.name,
+      deviceOptions: this.device.options,
+      memory: this.memory.memory,
+      module: this.module,
+      queueToWorker: this.opts.queueToWorker ?? queueMapping(this.rings.length),
+      onEvent: (e) => this.onWorkerEvent(e),
+    });
+    r.started = true;
+    r.broken = false;
+    await this.pool.call(q, (api) =>
+      api.start({
+        queue: q,
+        kickFd: r.kickFd >= 0 ? r.kickFd : -1,
+        callFd: r.callFd,
+        errFd: r.errFd,
+        enabled: r.enabled,
+        pollUs: this.opts.pollUs ?? 0,
+        batch: this.opts.batch ?? 128,
+      }),
+    );
+  }
+
+  private onWorkerEvent(e: WorkerEvent): void {
+    if (e.type === 'log') {
+      this.opts.log(e.message);
+      return;
+    }
+    const r = this.rings[e.queue];
+    if (r) r.broken = true;
+    this.opts.log(
+      `queue ${e.queue}: ${ERROR_NAMES[e.code] ?? `error ${e.code}`} (descriptor ${e.detail}); ` +
+        `the queue is stopped and the device needs a reset`,
+    );
+  }
+
+  // ---- config, status, reset ----
+  getConfig(offset: number, size: number): Buffer {
+    const cfg = this.device.readConfig?.();
+    if (!cfg) throw new RequestError('device has no config space');
+    if (offset + size > cfg.length) throw new RequestError(`config read [${offset}, ${offset + size}) beyond the ${cfg.length}-byte config space`);
+    return Buffer.from(cfg.subarray(offset, offset + size));
+  }
+
+  setConfig(offset: number, data: Buffer): void {
+    if (!this.device.writeConfig?.(offset, data)) throw new RequestError(`config write at ${offset} (${data.length} bytes) refused: read-only`);
+  }
+
+  getStatus(): number {
+    return this.status | (this.rings.some((r) => r.broken) ? VIRTIO_CONFIG_S_NEEDS_RESET : 0);
+  }
+
+  async setStatus(status: number): Promise<void> {
+    if (status === 0) await this.resetDevice();
+    this.status = status & 0xff;
+  }
+
+  /** RESET_DEVICE / SET_STATUS(0): every ring stopped and forgotten, features cleared, ownership kept. */
+  async resetDevice(): Promise<void> {
+    for (let q = 0; q < this.rings.length; q++) {
+      await this.getVringBase(q);
+      const r = this.rings[q]!;
+      closeQuietly(r.callFd);
+      closeQuietly(r.errFd);
+      this.rings[q] = this.freshRing();
+    }
+    this.acked = 0n;
+    this.status = 0;
+  }
+
+  setBackendReqFd(fd: number): void {
+    if (this.backendReqFd >= 0) closeQuietly(this.backendReqFd);
+    this.backendReqFd = fd;
+  }
+
+  /** Everything of this connection goes: workers first (they use the memory), then fds and mappings. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool?.close();
+    this.pool = undefined;
+    for (const r of this.rings) {
+      for (const fd of [r.kickFd, r.callFd, r.errFd]) if (fd >= 0) closeQuietly(fd);
+    }
+    if (this.backendReqFd >= 0) closeQuietly(this.backendReqFd);
+    this.memory.clear();
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * A queue worker: runs the WASM ring engine for one or more virtqueues on the connection's shared Memory.
+ * It blocks in poll() on its control eventfd and the kick eventfds of its running queues; control calls
+ * (comlink) are taken only between batches, after the main thread has written the control eventfd.
+ */
+import { workerData, type MessagePort } from 'node:worker_threads';
+import * as Comlink from 'comlink/dist/esm/comlink.mjs';
+import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
+import { instantiateEngine, type EngineExports } from '../src/engine/engine.js';
+import {
+  deviceArea,
+  QS_ERROR_DETAIL,
+  QS_STAT_CALLS,
+  QS_STAT_KICKS,
+  QS_STAT_POLL_HITS,
+  queueArea,
+} from '../src/engine/layout.js';
+import { QUEUE_HANDLERS } from '../src/devices/queue-handlers.js';
+import type { QueueHandler } from '../src/devices/queue-handler.js';
+import { memoryBaseAddress } from '../src/sys/libc.js';
+import { eventfdDrain, eventfdSignal, POLLERR, POLLHUP, POLLIN, POLLNVAL, pollFds } from '../src/sys/syscalls.js';
+import type { QueueWorkerApi, QueueWorkerData, RingStart, StoppedRing, WorkerEvent } from '../src/queues/worker-protocol.js';
+
+const data = workerData as QueueWorkerData;
+const events: MessagePort = data.events;
+const engine: EngineExports = instantiateEngine(data.module, data.memory);
+const hostBase = memoryBaseAddress(data.memory);
+const ctlWord = new Int32Array(data.ctlWord);
+
+interface Ring {
+  q: number;
+  qs: number;
+  kickFd: number;
+  callFd: number;
+  errFd: number;
+  enabled: boolean;
+  handler: QueueHandler;
+  /** busy-poll budget in µs after the last work before notifications are re-armed (0 = pure eventfd mode) */
+  pollUs: number;
+  lastWork: number;
+  polling: boolean;
+  batch: number;
+  broken: boolean;
+}
+
+const rings = new Map<number, Ring>();
+let shuttingDown = false;
+let paused = false;
+let statsBuf: BigUint64Array<ArrayBufferLike> = new BigUint64Array(0);
+
+function statsView(): BigUint64Array {
+  if (statsBuf.buffer !== data.memory.buffer || statsBuf.length === 0) {
+    statsBuf = new BigUint64Array(data.memory.buffer, 0, data.memory.buffer.byteLength >>> 3);
+  }
+  return statsBuf;
+}
+
+function bump(r: Ring, off: number, by = 1n): void {
+  const v = statsView();
+  v[(r.qs + off) >>> 3] = v[(r.qs + off) >>> 3]! + by;
+}
+
+function post(e: WorkerEvent): void {
+  events.postMessage(e);
+}
+
+function markBroken(r: Ring, code: number): void {
+  r.broken = true;
+  const detail = new DataView(data.memory.buffer).getUint32(r.qs + QS_ERROR_DETAIL, true);
+  if (r.errFd >= 0) eventfdSignal(r.errFd);
+  post({ type: 'ring-error', queue: r.q, code, detail });
+}
+
+/** Process a ring until it is empty (or, while busy-polling, until this round found nothing). */
+function processRing(r: Ring, now: number): void {
+  if (r.broken || !r.enabled) return;
+  const qs = r.qs;
+  let needCall = false;
+  let worked = false;
+  engine.splitDisableNotify(qs);
+  for (;;) {
+    const n = engine.splitPopBatch(qs, r.batch);
+    if (n < 0) {
+      markBroken(r, -n);
+      break;
+    }
+    if (n > 0) {
+      worked = true;
+      r.handler.process(n);
+      if (engine.splitComplete(qs, n)) needCall = true;
+      continue;
+    }
+    if (r.pollUs > 0 && (worked || now - r.lastWork < r.pollUs / 1000)) {
+      // stay in busy-poll mode: notifications stay off, the loop comes back with poll(0)
+      r.polling = true;
+      break;
+    }
+    r.polling = false;
+    if (engine.splitEnableNotify(qs) === 0) break;
+    engine.splitDisableNotify(qs);
+  }
+  if (worked) {
+    r.lastWork = now;
+    if (r.polling) bump(r, QS_STAT_POLL_HITS);
+  }
+  if (needCall && r.callFd >= 0) {
+    eventfdSignal(r.callFd);
+    bump(r, QS_STAT_CALLS);
+  }
+}
+
+const POLL_SLOT = 8;
+const pfd = Buffer.alloc(POLL_SLOT * 64);
+const slotRing: (Ring | undefined)[] = [];
+
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+async function run(): Promise<void> {
+  while (!shuttingDown) {
+    let n = 0;
+    pfd.writeInt32LE(data.ctlFd, 0);
+    pfd.writeInt16LE(POLLIN, 4);
+    pfd.writeInt16LE(0, 6);
+    slotRing[n++] = undefined;
+    let anyPolling = false;
+    for (const r of paused ? [] : rings.values()) {
+      if (r.broken || !r.enabled) continue;
+      if (r.polling || r.kickFd < 0) anyPolling = true;
+      if (r.kickFd < 0 || n >= 64) continue;
+      pfd.writeInt32LE(r.kickFd, n * POLL_SLOT);
+      pfd.writeInt16LE(POLLIN, n * POLL_SLOT + 4);
+      pfd.writeInt16LE(0, n * POLL_SLOT + 6);
+      slotRing[n++] = r;
+    }
+    const ready = pollFds(pfd, n, anyPolling ? 0 : -1);
+    if (Atomics.load(ctlWord, 0) !== 0) break;
+    if (ready > 0 && pfd.readInt16LE(6) !== 0) {
+      eventfdDrain(data.ctlFd);
+      // comlink calls were posted before the control eventfd was written: one loop turn delivers them
+      await yieldToEventLoop();
+      continue;
+    }
+    const now = performance.now();
+    for (let i = 1; i < n; i++) {
+      const rev = pfd.readInt16LE(i * POLL_SLOT + 6);
+      if (rev === 0) continue;
+      const r = slotRing[i]!;
+      if (rev & (POLLERR | POLLHUP | POLLNVAL)) {
+        post({ type: 'log', message: `queue ${r.q}: kick fd ${r.kickFd} reported poll error 0x${rev.toString(16)}` });
+        r.kickFd = -1;
+        continue;
+      }
+      if (eventfdDrain(r.kickFd) > 0) bump(r, QS_STAT_KICKS);
+      processRing(r, now);
+    }
+    if (anyPolling) {
+      for (const r of rings.values()) if ((r.polling || r.kickFd < 0) && r.enabled && !r.broken) processRing(r, now);
+    }
+  }
+  for (const r of rings.values()) r.handler.close?.();
+  rings.clear();
+  events.close();
+  data.control.close();
+}
+
+const api: QueueWorkerApi = {
+  start(s: RingStart): void {
+    const factory = QUEUE_HANDLERS[data.device];
+    if (!factory) throw new Error(`no queue handler for device '${data.device}'`);
+    const old = rings.get(s.queue);
+    old?.handler.close?.();
+    rings.set(s.queue, {
+      q: s.queue,
+      qs: queueArea(s.queue),
+      kickFd: s.kickFd,
+      callFd: s.callFd,
+      errFd: s.errFd,
+      enabled: s.enabled,
+      handler: factory({
+        engine,
+        memory: data.memory,
+        hostBase,
+        queue: s.queue,
+        queueArea: queueArea(s.queue),
+        scratch: deviceArea(s.queue),
+        options: data.options,
+      }),
+      pollUs: s.pollUs,
+      batch: s.batch,
+      lastWork: 0,
+      polling: s.kickFd < 0,
+      broken: false,
+    });
+  },
+  stop(queue: number): StoppedRing {
+    const r = rings.get(queue);
+    if (!r) return { queue, wasRunning: false };
+    r.handler.close?.();
+    rings.delete(queue);
+    return { queue, wasRunning: true };
+  },
+  setEnabled(queue: number, enabled: boolean): void {
+    const r = rings.get(queue);
+    if (!r) return;
+    r.enabled = enabled;
+    // a kick that came while the ring was disabled is not lost: look at the ring now
+    if (enabled) processRing(r, performance.now());
+  },
+  setFds(queue: number, fds: { kickFd?: number; callFd?: number; errFd?: number }): void {
+    const r = rings.get(queue);
+    if (!r) return;
+    if (fds.kickFd !== undefined) {
+      r.kickFd = fds.kickFd;
+      r.polling = fds.kickFd < 0;
+    }
+    if (fds.callFd !== undefined) r.callFd = fds.callFd;
+    if (fds.errFd !== undefined) r.errFd = fds.errFd;
+    if (fds.kickFd !== undefined) processRing(r, performance.now());
+  },
+  pause(): number[] {
+    paused = true;
+    return [...rings.keys()];
+  },
+  resume(): void {
+    paused = false;
+    const now = performance.now();
+    for (const r of rings.values()) processRing(r, now);
+  },
+  shutdown(): void {
+    shuttingDown = true;
+  },
+};
+
+Comlink.expose(api, nodeEndpoint(data.control));
+void run();
