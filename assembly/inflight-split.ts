@@ -74,7 +74,7 @@ function sortByCounter(infl: u32, heads: u32, n: u32): void {
 /**
  * Reconnect (A.10): repair a half-committed last batch (header used_idx != used.idx: walk
  * used.idx - used_idx entries from last_batch_head clearing inflight, then used_idx = used.idx), then
- * write the heads still inflight, sorted by counter ascending, as u16 at outAddr (room for N) and
+ * write the heads still inflight, sorted by counter ascending (ties by head), as u16 at outAddr (room for N) and
  * return their count. The queue's fetch counter continues after the largest counter found. An area
  * with version 0 (or a desc_num other than N) is initialised and reported empty. Needs
  * splitConfigure first (size, used ring, inflight address); returns 0 without an inflight area.

@@ -38,14 +38,15 @@ function writeDesc(d: u32, addr: u64, len: u32, flags: u32, next: u32): void {
 
 /**
  * Initialise a driver: zero the three rings and the state block, chain all descriptors into the
- * free list. size must be a power of two <= 32768 (returns -1 otherwise, else 0). gpaOfWasm0 is the
- * delta with gpa = wasm address + delta (mod 2^64). eventIdx != 0: VIRTIO_F_EVENT_IDX negotiated.
+ * free list. size must be a power of two <= 32768, ds 8-aligned, avail 2- and used 4-aligned
+ * (returns -1 otherwise, else 0). gpaOfWasm0 is the delta with gpa = wasm address + delta
+ * (mod 2^64). eventIdx != 0: VIRTIO_F_EVENT_IDX negotiated.
  */
 export function drvInit(
   ds: u32, size: u32, descAddr: u32, availAddr: u32, usedAddr: u32, gpaOfWasm0: u64, eventIdx: u32,
 ): i32 {
   if (size == 0 || size > QUEUE_SIZE_MAX || (size & (size - 1)) != 0) return -1;
-  if ((availAddr & 1) != 0 || (usedAddr & 3) != 0) return -1;
+  if ((ds & 7) != 0 || (availAddr & 1) != 0 || (usedAddr & 3) != 0) return -1;
   memory.fill(ds, 0, DS_BYTES);
   memory.fill(descAddr, 0, size << 4);
   memory.fill(availAddr, 0, 6 + (size << 1));

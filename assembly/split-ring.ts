@@ -5,8 +5,9 @@
 // Memory ordering (B.5), all through wasm atomics (sequentially consistent):
 //   row 1: atomic.load of avail.idx before reading the ring and the descriptors
 //   row 2: used elements with plain stores, then ONE atomic.store of used.idx per publish
-//   row 3: a full fence (fullFence: asc cannot emit atomic.fence) between publishing used.idx and reading used_event / avail.flags
+//   row 3: a full fence between publishing used.idx and reading used_event / avail.flags
 //   row 4: a full fence between re-enabling kicks and re-reading avail.idx
+// (fullFence in event-idx.ts: an idempotent atomic RMW, because asc 0.28.20 cannot emit atomic.fence)
 
 import {
   QS_SIZE_FIELD, QS_FEATURES, QS_DESC, QS_AVAIL, QS_USED, QS_REGIONS, QS_INFLIGHT, QS_ERROR, QS_LAST_AVAIL,
@@ -27,6 +28,8 @@ import { findGpaRegion, translateGpa } from './region-table';
 
 /** walkChain result: the chain does not fit into the segments left in this batch. */
 const WALK_NO_FIT: u32 = 0x100;
+/** Spare word of a chain record: descriptors walked (statistics; src/engine/reference-split.ts CH_DESC_COUNT). */
+const CH_DESC_COUNT: u32 = 24;
 const BYTES_MAX: u64 = 0xffff_ffff;
 /** QS_ERROR_DETAIL for a configuration splitConfigure refused (bad size or ring alignment). */
 export const DETAIL_CONFIG: u32 = 0xffff_ffff;
@@ -81,7 +84,7 @@ export function splitConfigure(
 /**
  * Walk and validate the chain starting at `head` (< N), write its segments from index `segBase` on
  * and its chain record at `rec`. Returns 0, an ERR_* code, or WALK_NO_FIT. On 0 the descriptor count
- * walked is left in the record's spare word (rec + 24) for the caller's statistics.
+ * walked is left in the record's spare word CH_DESC_COUNT for the caller's statistics.
  */
 function walkChain(qs: u32, head: u32, rec: u32, segBase: u32): u32 {
   const size = load<u32>(qs, QS_SIZE_FIELD);
@@ -171,7 +174,7 @@ function walkChain(qs: u32, head: u32, rec: u32, segBase: u32): u32 {
   store<u32>(rec, <u32>readLen, CH_READ_LEN);
   store<u32>(rec, <u32>writeLen, CH_WRITE_LEN);
   store<u32>(rec, 0, CH_USED_LEN);
-  store<u32>(rec, descs, 24);
+  store<u32>(rec, descs, CH_DESC_COUNT);
   return 0;
 }
 
@@ -238,7 +241,7 @@ export function splitPopBatch(qs: u32, maxChains: i32): i32 {
       break;
     }
     segUsed += load<u32>(rec, CH_SEG_COUNT);
-    descs += <u64>load<u32>(rec, 24);
+    descs += <u64>load<u32>(rec, CH_DESC_COUNT);
     bytes += <u64>load<u32>(rec, CH_READ_LEN);
     if (inflight != 0) {
       const d = inflight + INFL_HDR_BYTES + (head << 4);
@@ -297,7 +300,7 @@ export function splitPopHeads(qs: u32, headsAddr: u32, count: i32): i32 {
       break;
     }
     segUsed += load<u32>(rec, CH_SEG_COUNT);
-    descs += <u64>load<u32>(rec, 24);
+    descs += <u64>load<u32>(rec, CH_DESC_COUNT);
     bytes += <u64>load<u32>(rec, CH_READ_LEN);
     n++;
     rec += CHAIN_BYTES;

@@ -60,9 +60,12 @@ for tool in apt-get apt-cache dpkg-deb modprobe depmod cpio gzip xz od ldd flock
 done
 
 mkdir -p "$OUT" "$CACHE/debs"
-# One build at a time (test files may call this in parallel).
+# One build at a time per output dir (test files may call this in parallel), and one
+# user of the shared cache at a time (several checkouts may share it). Same order always.
 exec 9>"$OUT/.lock"
 flock 9
+exec 8>"$CACHE/.lock"
+flock 8
 
 as_root_apt_update_once() {
   if [[ "${_APT_UPDATED:-0}" == 1 ]]; then return 1; fi
@@ -102,9 +105,16 @@ if [[ -z "$DEB" ]]; then
     [[ $EUID -eq 0 ]] && sandbox=(-o APT::Sandbox::User=root)
     (cd "$CACHE/debs" && apt-get -q "${sandbox[@]}" download "$KPKG" >&2)
   }
-  dl || { as_root_apt_update_once && dl; } || die "apt-get download $KPKG failed"
-  DEB="$(find_cached_deb)"
-  [[ -n "$DEB" ]] || die "downloaded $KPKG but found no .deb in $CACHE/debs"
+  if dl || { as_root_apt_update_once && dl; }; then
+    DEB="$(find_cached_deb)"
+    [[ -n "$DEB" ]] || die "downloaded $KPKG but found no .deb in $CACHE/debs"
+  else
+    # Mirror unreachable: an older cached kernel is better than no guest.
+    DEB="$(cd "$CACHE/debs" && ls linux-image-*-amd64_*.deb 2>/dev/null | sort -V | tail -1)" || true
+    [[ -n "$DEB" ]] || die "apt-get download $KPKG failed and no kernel is cached in $CACHE/debs"
+    log "warning: apt-get download $KPKG failed; using cached $DEB"
+    KPKG="${DEB%%_*}"
+  fi
 fi
 DEB_PATH="$CACHE/debs/$DEB"
 
@@ -115,6 +125,13 @@ if [[ ! -f "$KROOT/.extracted" ]]; then
   rm -rf "$KROOT"; mkdir -p "$KROOT"
   dpkg-deb -x "$DEB_PATH" "$KROOT"
   touch "$KROOT/.extracted"
+  # Keep one kernel in the cache: drop older extracted trees and .debs.
+  for old in "$CACHE"/root/*/ "$CACHE"/debs/linux-image-*.deb; do
+    [[ -e "$old" ]] || continue
+    [[ "${old%/}" == "$KROOT" || "$old" == "$DEB_PATH" ]] && continue
+    log "pruning old cache entry $(basename "$old")"
+    rm -rf "${old%/}"
+  done
 fi
 KVER="$(cd "$KROOT/lib/modules" && ls -d */ | head -1 | tr -d /)"
 [[ -n "$KVER" && -f "$KROOT/boot/vmlinuz-$KVER" ]] || die "no vmlinuz-$KVER in $DEB"

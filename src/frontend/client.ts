@@ -111,6 +111,17 @@ export class VhostUserClient {
     this.channel.send(data, fds);
   }
 
+  /** Send raw bytes and resolve with whatever message the back-end sends next. */
+  async exchangeRaw(data: Buffer, fds: readonly number[] = []): Promise<RawMessage> {
+    const run = this.chain.then(() => {
+      const reply = this.nextMessage();
+      this.channel.send(data, fds);
+      return reply;
+    });
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
   close(): void {
     this.channel.close();
   }

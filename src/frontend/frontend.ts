@@ -22,6 +22,8 @@ export interface FrontendOptions {
   eventIdx?: boolean;
   /** extra virtio feature bits to ack when offered */
   extraFeatures?: bigint;
+  /** send SET_VRING_ENABLE(1) for every ring at set-up (default true) */
+  enableRings?: boolean;
 }
 
 export interface Segment {
@@ -107,7 +109,8 @@ export class Frontend {
       await c.request('SET_VRING_ADDR', { index: q, flags: 0, desc: ring.descUva, used: ring.usedUva, avail: ring.availUva, log: 0n });
       await c.request('SET_VRING_CALL', { index: q, noFd: false }, [callFd]);
       await c.request('SET_VRING_KICK', { index: q, noFd: false }, [kickFd]);
-      if (hasBit(this.features, VHOST_USER_F_PROTOCOL_FEATURES)) await c.request('SET_VRING_ENABLE', { index: q, num: 1 });
+      if (hasBit(this.features, VHOST_USER_F_PROTOCOL_FEATURES) && (this.opts.enableRings ?? true))
+        await c.request('SET_VRING_ENABLE', { index: q, num: 1 });
     }
   }
 
@@ -160,6 +163,12 @@ export class Frontend {
 
   /** Make one chain of `segs` available on queue q, kick, and wait for its used element. */
   async roundTrip(q: number, segs: readonly Segment[], timeoutMs = 5000): Promise<{ id: number; len: number }> {
+    this.submit(q, segs);
+    return this.waitUsed(q, timeoutMs);
+  }
+
+  /** Make one chain available on queue q and kick if the device wants it; returns its head. */
+  submit(q: number, segs: readonly Segment[]): number {
     const qs = this.queues[q]!;
     const e = this.engine;
     if (!this.generic.has(q)) {
@@ -180,7 +189,14 @@ export class Frontend {
     if (head < 0) throw new Error('no free descriptors');
     e.drvKickAvail(this.ds(q));
     if (e.drvNeedKick(this.ds(q))) eventfdSignal(qs.kickFd);
-    const out = list + 64 * DRV_SEG_BYTES;
+    return head;
+  }
+
+  /** Wait for the next used element of queue q. */
+  async waitUsed(q: number, timeoutMs = 5000): Promise<{ id: number; len: number }> {
+    const qs = this.queues[q]!;
+    const e = this.engine;
+    const out = deviceArea(q) + 64 * DRV_SEG_BYTES;
     const pfd = Buffer.alloc(8);
     pfd.writeInt32LE(qs.callFd, 0);
     pfd.writeInt16LE(POLLIN, 4);

@@ -38,6 +38,8 @@ export interface BootOptions {
   chardevs?: string[];
   /** Extra `-netdev` arguments, e.g. `vhost-user,id=n0,chardev=c0`. */
   netdevs?: string[];
+  /** Extra `-object` arguments, e.g. `rng-random,id=rng0,filename=/dev/urandom`. */
+  objects?: string[];
   /** Anything else, appended verbatim to QEMU's argv. */
   extraArgs?: string[];
   /** Kill QEMU (SIGKILL) after this long (default 120000). Waiting for a boot slot is not counted. */
@@ -190,25 +192,36 @@ export async function ensureGuestBuilt(opts: { force?: boolean; timeoutMs?: numb
 
 // ----------------------------------------------------------------- process bookkeeping
 
+// QEMU runs as `timeout -s KILL N qemu ...` in a process group of its own: we kill
+// the whole group (timeout and QEMU), and if this process dies without cleaning up
+// (a killed test worker), `timeout` still kills QEMU N seconds later.
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
+
+function killTree(c: ChildProcess): void {
+  if (c.pid === undefined) return;
+  try {
+    process.kill(-c.pid, 'SIGKILL');
+  } catch {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.on('exit', () => {
-    for (const c of live) {
-      try {
-        c.kill('SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
+    for (const c of live) killTree(c);
   });
 }
 
 /** Kills every QEMU this process started that is still running. */
 export function killAllGuests(): void {
-  for (const c of live) c.kill('SIGKILL');
+  for (const c of live) killTree(c);
 }
 
 // A cross-process limit on concurrent guests: TCG guests on a 2-core box slow each
@@ -303,6 +316,7 @@ export function qemuArgs(opts: BootOptions): string[] {
     '-initrd', initrd,
     '-append', append.join(' '),
   ];
+  for (const o of opts.objects ?? []) args.push('-object', o);
   for (const c of opts.chardevs ?? []) args.push('-chardev', c);
   for (const n of opts.netdevs ?? []) args.push('-netdev', n);
   for (const d of opts.devices ?? []) args.push('-device', d);
@@ -354,7 +368,11 @@ export async function bootGuest(opts: BootOptions): Promise<GuestResult> {
   let timedOut = false;
   let graceTimer: NodeJS.Timeout | undefined;
 
-  const child = spawn(qemu, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const timeoutBin = findInPath('timeout');
+  const hardLimitS = Math.ceil((timeoutMs + graceMs) / 1000) + 30;
+  const child = timeoutBin
+    ? spawn(timeoutBin, ['-s', 'KILL', String(hardLimitS), qemu, ...argv], { stdio: ['pipe', 'pipe', 'pipe'], detached: true })
+    : spawn(qemu, argv, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   live.add(child);
 
   const onLine = (line: string): void => {
@@ -372,7 +390,7 @@ export async function bootGuest(opts: BootOptions): Promise<GuestResult> {
         if (m[1] === 'PASS') passed = true;
         else failed = true;
         // The guest powers off right after; don't wait forever if it doesn't.
-        graceTimer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+        graceTimer = setTimeout(() => killTree(child), graceMs);
       }
     }
   };
@@ -403,7 +421,7 @@ export async function bootGuest(opts: BootOptions): Promise<GuestResult> {
 
   const timer = setTimeout(() => {
     timedOut = true;
-    child.kill('SIGKILL');
+    killTree(child);
   }, timeoutMs);
 
   try {
@@ -430,7 +448,7 @@ export async function bootGuest(opts: BootOptions): Promise<GuestResult> {
   } finally {
     clearTimeout(timer);
     if (graceTimer) clearTimeout(graceTimer);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (child.exitCode === null && child.signalCode === null) killTree(child);
     child.stdin?.destroy();
     live.delete(child);
     release();

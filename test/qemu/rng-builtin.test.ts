@@ -15,7 +15,7 @@ describe.skipIf(!qemu.ok && !required)('guest rng test against QEMU built-in vir
   it('reads >= 1 MiB of random data from /dev/hwrng', async () => {
     const r = await bootGuest({
       test: 'rng',
-      extraArgs: ['-object', 'rng-random,id=rng0,filename=/dev/urandom'],
+      objects: ['rng-random,id=rng0,filename=/dev/urandom'],
       devices: ['virtio-rng-pci,rng=rng0'],
       timeoutMs: 150_000,
     });

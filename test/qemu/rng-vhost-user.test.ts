@@ -28,6 +28,12 @@ function startBackend(sock: string): Backend {
   let err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  // Never leave a back-end behind, even if this worker exits abruptly.
+  const onExit = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  process.once('exit', onExit);
+  child.once('close', () => process.off('exit', onExit));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
     child.once('close', (code, signal) => res({ code, signal }));
     child.once('error', (e) => {

@@ -27,6 +27,14 @@ describe.skipIf(!qemu.ok && !required)('QEMU guest smoke', () => {
     expect(r.exitCode).toBe(0);
   }, 180_000);
 
+  it('kills QEMU when timeoutMs runs out', async () => {
+    const r = await bootGuest({ test: 'smoke', timeoutMs: 1_000 });
+    expect(r.timedOut, describeResult(r)).toBe(true);
+    expect(r.passed).toBe(false);
+    expect(r.signal).toBe('SIGKILL');
+    expect(r.durationMs).toBeLessThan(10_000);
+  }, 60_000);
+
   // fio rides in initrd-fio.img only when fio is installed on the host (.ci/run installs it).
   it.skipIf(!fioGuestAvailable() && !required)('runs the host fio inside the guest', async () => {
     const r = await bootGuest({ test: 'fio-tmpfs', fio: true, timeoutMs: 150_000 });

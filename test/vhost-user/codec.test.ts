@@ -927,3 +927,370 @@ describe('fd count rules', () => {
   });
 });
 
+// ---------------------------------------------------------------------------------------------------
+// payload rejections
+// ---------------------------------------------------------------------------------------------------
+
+describe('vring address rules (B.6)', () => {
+  const addr = (o: Partial<{ flags: number; desc: bigint; used: bigint; avail: bigint }>) =>
+    vringAddr.pack({ index: 0, flags: 0, desc: 0x1000n, used: 0x2000n, avail: 0x3000n, log: 0n, ...o });
+  const dec = (b: Buffer) => decodeRaw(FrontendRequest.SET_VRING_ADDR, b, 0);
+
+  it('a desc address that is not 16-byte aligned is rejected', () => {
+    fc.assert(
+      fc.property(u64Arb.filter((v) => (v & 0xfn) !== 0n), (desc) => {
+        rejects(() => dec(addr({ desc })), new RegExp(`^SET_VRING_ADDR: desc address 0x${desc.toString(16)} is not 16-byte aligned$`));
+      }),
+    );
+  });
+
+  it('a used address that is not 4-byte aligned is rejected', () => {
+    fc.assert(
+      fc.property(u64Arb.filter((v) => (v & 0x3n) !== 0n), (used) => {
+        rejects(() => dec(addr({ used })), /used address 0x[0-9a-f]+ is not 4-byte aligned/);
+      }),
+    );
+  });
+
+  it('an avail address that is not 2-byte aligned is rejected', () => {
+    fc.assert(
+      fc.property(u64Arb.filter((v) => (v & 0x1n) !== 0n), (avail) => {
+        rejects(() => dec(addr({ avail })), /avail address 0x[0-9a-f]+ is not 2-byte aligned/);
+      }),
+    );
+  });
+
+  it('the fields are read in the order desc, used, avail (a used address of 0x1002 is misaligned, as avail it is fine)', () => {
+    expect(() => dec(addr({ avail: 0x1002n }))).not.toThrow();
+    rejects(() => dec(addr({ used: 0x1002n })), /used address 0x1002/);
+  });
+
+  it('flags other than bit 0 (VHOST_VRING_F_LOG) are rejected', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 31 }), (n) => {
+        rejects(() => dec(addr({ flags: (1 << n) >>> 0 })), /has bits other than VHOST_VRING_F_LOG/);
+      }),
+    );
+    expect(dec(addr({ flags: 1 })).payload).toMatchObject({ flags: 1 });
+  });
+});
+
+describe('memory table and region rules', () => {
+  const setMemTable = (b: Buffer, fds: number) => decodeRaw(FrontendRequest.SET_MEM_TABLE, b, fds);
+  const addMemReg = (r: MemRegion) => decodeRaw(FrontendRequest.ADD_MEM_REG, memRegion.pack(r), 1);
+
+  it('nregions 0 is rejected', () => {
+    rejects(() => setMemTable(rawMemTable(0, [region(0n, 0x1000n)]), 1), /^SET_MEM_TABLE: nregions 0 is not in 1\.\.8$/);
+  });
+
+  it('nregions 9 is rejected', () => {
+    const regions = Array.from({ length: 9 }, (_, i) => region(BigInt(i) << 32n, 0x1000n));
+    rejects(() => setMemTable(rawMemTable(9, regions), 8), /nregions 9 is not in 1\.\.8/);
+  });
+
+  it('nregions must match the payload size (8 + 32n)', () => {
+    rejects(() => setMemTable(rawMemTable(3, [region(0n, 0x1000n), region(0x1000n, 0x1000n)]), 3), /payload is 72 bytes, but 3 regions take 104/);
+    rejects(() => setMemTable(rawMemTable(1, [region(0n, 0x1000n), region(0x1000n, 0x1000n)]), 1), /payload is 72 bytes, but 1 regions take 40/);
+  });
+
+  it('non-zero padding after nregions is rejected (rust-vmm)', () => {
+    rejects(() => setMemTable(rawMemTable(1, [region(0n, 0x1000n)], 7), 1), /padding is 0x7, must be 0/);
+  });
+
+  it('a zero-size region is rejected', () => {
+    rejects(() => setMemTable(rawMemTable(2, [region(0n, 0x1000n), region(0x2000n, 0n)]), 2), /^SET_MEM_TABLE: region 1 has size 0$/);
+    rejects(() => addMemReg(region(0x1000n, 0n)), /^ADD_MEM_REG: region has size 0$/);
+  });
+
+  it('a region whose gpa, uaddr or mmap_offset end overflows 64 bits is rejected', () => {
+    fc.assert(
+      fc.property(fc.bigInt({ min: 1n, max: U64_MAX }), fc.constantFrom('gpa', 'uaddr', 'mmapOffset'), (size, field) => {
+        fc.pre(size > 0n);
+        const start = U64_MAX - size + 1n; // start + size = 2^64
+        const r: MemRegion = { gpa: 0n, size, uaddr: 0n, mmapOffset: 0n, [field]: start };
+        const wireName = field === 'mmapOffset' ? 'mmap_offset' : field;
+        rejects(() => setMemTable(rawMemTable(1, [r]), 1), new RegExp(`region 0: ${wireName} 0x[0-9a-f]+ \\+ size 0x[0-9a-f]+ overflows 64 bits`));
+        rejects(() => addMemReg(r), new RegExp(`^ADD_MEM_REG: region: ${wireName} .* overflows 64 bits`));
+      }),
+    );
+  });
+
+  it('a region that ends exactly at 2^64 - 1 is accepted', () => {
+    const r = region(U64_MAX - 0x1000n, 0x1000n, U64_MAX - 0x1000n, U64_MAX - 0x1000n);
+    expect(setMemTable(rawMemTable(1, [r]), 1).payload).toEqual({ regions: [r] });
+  });
+
+  it('overlapping regions (by GPA) are rejected', () => {
+    fc.assert(
+      fc.property(
+        fc.bigInt({ min: 0n, max: 1n << 48n }),
+        fc.bigInt({ min: 1n, max: 1n << 32n }),
+        fc.bigInt({ min: 1n, max: 1n << 32n }),
+        fc.bigInt({ min: 0n, max: (1n << 32n) - 1n }),
+        fc.boolean(),
+        (gpaA, sizeA, sizeB, into, swap) => {
+          // B starts inside A, so they share at least one byte
+          const a = region(gpaA, sizeA);
+          const b = region(gpaA + (into % sizeA), sizeB);
+          const regions = swap ? [b, a] : [a, b];
+          rejects(() => setMemTable(rawMemTable(2, regions), 2), /^SET_MEM_TABLE: regions 0 \(gpa .*\) and 1 \(gpa .*\) overlap$/);
+        },
+      ),
+    );
+  });
+
+  it('adjacent regions do not overlap', () => {
+    const t = rawMemTable(3, [region(0x2000n, 0x1000n), region(0n, 0x1000n), region(0x1000n, 0x1000n)]);
+    expect(setMemTable(t, 3).payload).toMatchObject({ regions: { length: 3 } });
+  });
+
+  it('a single region must be 40 bytes: the 48-byte Xen form and a bare 32-byte region are rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.ADD_MEM_REG, Buffer.alloc(48), 1), /ADD_MEM_REG: single memory region payload is 48 bytes, expected 40/);
+    rejects(() => decodeRaw(FrontendRequest.REM_MEM_REG, Buffer.alloc(32), 0), /REM_MEM_REG: single memory region payload is 32 bytes, expected 40/);
+  });
+
+  it('REM_MEM_REG ignores the mmap offset (no overflow check on it), but not the rest', () => {
+    const r = region(0x1000n, 0x1000n, 0x7000n, U64_MAX);
+    expect(decodeRaw(FrontendRequest.REM_MEM_REG, memRegion.pack(r), 0).payload).toEqual(r);
+    rejects(() => decodeRaw(FrontendRequest.ADD_MEM_REG, memRegion.pack(r), 1), /mmap_offset .* overflows/);
+    rejects(() => decodeRaw(FrontendRequest.REM_MEM_REG, memRegion.pack(region(0x1000n, 0n)), 0), /region has size 0/);
+  });
+
+  it('encode refuses the same tables that decode rejects', () => {
+    rejects(() => memTable.encode({ regions: [] }), /nregions 0/);
+    rejects(() => memTable.encode({ regions: [region(0n, 0x2000n), region(0x1000n, 0x1000n)] }), /overlap/);
+    rejects(() => memTable.encode({ regions: [region(0n, -1n)] }), /is not a u64/);
+  });
+});
+
+describe('config rules', () => {
+  const cfg = (offset: number, size: number, flags: number, data = size) => {
+    const b = Buffer.alloc(12 + data);
+    b.writeUInt32LE(offset, 0);
+    b.writeUInt32LE(size, 4);
+    b.writeUInt32LE(flags, 8);
+    return b;
+  };
+
+  it('offset + size beyond 256 is rejected', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 256 }), fc.integer({ min: 1, max: 256 }), (offset, size) => {
+        fc.pre(offset + size > 256);
+        rejects(() => decodeRaw(FrontendRequest.SET_CONFIG, cfg(offset, size, 0), 0), /past the 256-byte config space/);
+      }),
+    );
+    rejects(() => decodeRaw(FrontendRequest.GET_CONFIG, cfg(0xffff_fff0, 16, 0), 0), /past the 256-byte config space/);
+    expect(decodeRaw(FrontendRequest.SET_CONFIG, cfg(250, 6, 0), 0).name).toBe('SET_CONFIG');
+  });
+
+  it('flags other than 0 (front-end) and 1 (migration) are rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.SET_CONFIG, cfg(0, 4, 2), 0), /config flags 2 is neither 0/);
+    expect(decodeRaw(FrontendRequest.SET_CONFIG, cfg(0, 4, 1), 0).payload).toMatchObject({ flags: 1 });
+  });
+
+  it('a size field that disagrees with the bytes that follow is rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.SET_CONFIG, cfg(0, 8, 0, 4), 0), /config size field is 8, but 4 bytes follow/);
+  });
+
+  it('GET_CONFIG and SET_CONFIG with size 0 are rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.GET_CONFIG, cfg(0, 0, 0), 0), /^GET_CONFIG: config size is 0$/);
+    rejects(() => decodeRaw(FrontendRequest.SET_CONFIG, cfg(0, 0, 0), 0), /^SET_CONFIG: config size is 0$/);
+  });
+
+  it('a failed GET_CONFIG reply (empty payload, or size 0) decodes to empty data', () => {
+    const h = (size: number): MessageHeader => ({ request: FrontendRequest.GET_CONFIG, flags: V | HeaderFlag.REPLY, size });
+    expect(decodeReply('GET_CONFIG', h(0), Buffer.alloc(0), 0, 'explicit').data.length).toBe(0);
+    expect(decodeReply('GET_CONFIG', h(12), cfg(8, 0, 0), 0, 'explicit')).toEqual({ offset: 8, flags: 0, data: Buffer.alloc(0) });
+    rejects(() => decodeReply('GET_CONFIG', h(5), Buffer.alloc(5), 0, 'explicit'), /expected 0 or at least 12/);
+  });
+});
+
+describe('inflight rules (A.6: 24 bytes on the wire)', () => {
+  const raw = (numQueues: number, queueSize: number, mmapSize = 0x1000n, mmapOffset = 0n) => {
+    const b = Buffer.alloc(24);
+    b.writeBigUInt64LE(mmapSize, 0);
+    b.writeBigUInt64LE(mmapOffset, 8);
+    b.writeUInt16LE(numQueues, 16);
+    b.writeUInt16LE(queueSize, 18);
+    return b;
+  };
+
+  it.each([16, 20, 32])('an inflight payload of %i bytes is rejected', (n) => {
+    rejects(() => decodeRaw(FrontendRequest.GET_INFLIGHT_FD, Buffer.alloc(n), 0), new RegExp(`^GET_INFLIGHT_FD: inflight description payload is ${n} bytes, expected 24$`));
+    rejects(() => decodeRaw(FrontendRequest.SET_INFLIGHT_FD, Buffer.alloc(n), 1), new RegExp(`SET_INFLIGHT_FD: .*${n} bytes, expected 24`));
+  });
+
+  it('num_queues 0 is rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.GET_INFLIGHT_FD, raw(0, 256), 0), /num_queues is 0/);
+  });
+
+  it('queue_size 0 or above 32768 is rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.GET_INFLIGHT_FD, raw(1, 0), 0), /queue_size 0 is not in 1\.\.32768/);
+    rejects(() => decodeRaw(FrontendRequest.GET_INFLIGHT_FD, raw(1, 32769), 0), /queue_size 32769/);
+  });
+
+  it('SET_INFLIGHT_FD with mmap_size 0 is rejected (GET_INFLIGHT_FD requests carry 0)', () => {
+    rejects(() => decodeRaw(FrontendRequest.SET_INFLIGHT_FD, raw(1, 256, 0n), 1), /^SET_INFLIGHT_FD: inflight mmap_size is 0$/);
+    expect(decodeRaw(FrontendRequest.GET_INFLIGHT_FD, raw(2, 256, 0n), 0).payload).toMatchObject({ numQueues: 2, queueSize: 256 });
+  });
+
+  it('mmap_offset + mmap_size overflowing 64 bits is rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.SET_INFLIGHT_FD, raw(1, 256, 2n, U64_MAX - 1n), 1), /overflows 64 bits/);
+  });
+});
+
+describe('other payload rules', () => {
+  it('SET_VRING_NUM: queue size 0 or above 32768 is rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.SET_VRING_NUM, vringState.pack({ index: 0, num: 0 }), 0), /^SET_VRING_NUM: queue size 0 is not in 1\.\.32768$/);
+    rejects(() => decodeRaw(FrontendRequest.SET_VRING_NUM, vringState.pack({ index: 0, num: 32769 }), 0), /queue size 32769/);
+  });
+
+  it('SET_VRING_ENABLE: num other than 0/1 is rejected (rust-vmm)', () => {
+    rejects(() => decodeRaw(FrontendRequest.SET_VRING_ENABLE, vringState.pack({ index: 0, num: 2 }), 0), /enable 2 is neither 0 nor 1/);
+  });
+
+  it('SET_VRING_ENDIAN: num other than 0 (LE) / 1 (BE) is rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.SET_VRING_ENDIAN, vringState.pack({ index: 0, num: 5 }), 0), /endianness 5 is neither 0 nor 1/);
+  });
+
+  it('SET_STATUS: a value above the 8-bit status byte is rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.SET_STATUS, u64Buf(0x100n), 0), /device status 0x100 does not fit/);
+  });
+
+  it('log: mmap_size 0 and overflowing mmap_offset + mmap_size are rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.SET_LOG_BASE, log.pack({ mmapSize: 0n, mmapOffset: 0n }), 1), /log mmap_size is 0/);
+    rejects(() => decodeRaw(FrontendRequest.SET_LOG_BASE, log.pack({ mmapSize: 2n, mmapOffset: U64_MAX }), 1), /overflows 64 bits/);
+  });
+
+  it('IOTLB: perm above 3 and type outside 1..4 are rejected', () => {
+    const m = { iova: 0n, size: 0x1000n, uaddr: 0n, perm: 3, type: 2 };
+    rejects(() => decodeRaw(FrontendRequest.IOTLB_MSG, iotlb.pack({ ...m, perm: 4 }), 0), /IOTLB perm 4 is not in 0\.\.3/);
+    rejects(() => decodeRaw(FrontendRequest.IOTLB_MSG, iotlb.pack({ ...m, type: 0 }), 0), /IOTLB type 0 is not in 1\.\.4/);
+    rejects(() => decodeRaw(FrontendRequest.IOTLB_MSG, iotlb.pack({ ...m, type: 5 }), 0), /IOTLB type 5/);
+  });
+
+  it('IOTLB update: size 0 or a wrapping range is rejected; invalidate may use size 0', () => {
+    const m = { iova: 0n, size: 0x1000n, uaddr: 0n, perm: 3, type: 2 };
+    rejects(() => decodeRaw(FrontendRequest.IOTLB_MSG, iotlb.pack({ ...m, size: 0n }), 0), /IOTLB update has size 0/);
+    rejects(() => decodeRaw(FrontendRequest.IOTLB_MSG, iotlb.pack({ ...m, iova: U64_MAX }), 0), /iova .* overflows/);
+    rejects(() => decodeRaw(FrontendRequest.IOTLB_MSG, iotlb.pack({ ...m, uaddr: U64_MAX }), 0), /uaddr .* overflows/);
+    expect(decodeRaw(FrontendRequest.IOTLB_MSG, iotlb.pack({ ...m, type: 3, size: 0n }), 0).name).toBe('IOTLB_MSG');
+  });
+
+  it('BACKEND_IOTLB_MSG: only miss (1) and access-fail (4) may come from the back-end', () => {
+    const b = iotlb.pack({ iova: 0n, size: 0x1000n, uaddr: 0n, perm: 1, type: 2 });
+    rejects(() => decodeBackendRequest({ request: 1, flags: V, size: 32 }, b, 0), /must be 1 \(miss\) or 4 \(access fail\)/);
+  });
+
+  it('SET_DEVICE_STATE_FD: direction other than 0/1 and phase other than 0 are rejected', () => {
+    rejects(() => decodeRaw(FrontendRequest.SET_DEVICE_STATE_FD, deviceStateTransfer.pack({ direction: 2, phase: 0 }), 1), /transfer direction 2/);
+    rejects(() => decodeRaw(FrontendRequest.SET_DEVICE_STATE_FD, deviceStateTransfer.pack({ direction: 0, phase: 1 }), 1), /transfer phase 1 is not 0/);
+  });
+
+  it('shared object: the nil and max UUIDs are rejected (rust-vmm)', () => {
+    rejects(() => decodeRaw(FrontendRequest.GET_SHARED_OBJECT, Buffer.alloc(16), 0), /nil UUID/);
+    rejects(() => decodeRaw(FrontendRequest.GET_SHARED_OBJECT, Buffer.alloc(16, 0xff), 0), /max UUID/);
+    rejects(() => sharedObject.encode({ uuid: 'ABCDEF00-0000-0000-0000-000000000001' }), /not a lower-case UUID/);
+  });
+
+  it('shmem map: len 0, wrapping ranges and unknown flags are rejected', () => {
+    const m = { shmid: 0, fdOffset: 0n, shmOffset: 0n, len: 0x1000n, flags: 0n };
+    const dec = (b: Buffer, fds: number) => decodeBackendRequest({ request: 9, flags: V, size: 40 }, b, fds);
+    rejects(() => dec(shmemMap.pack({ ...m, len: 0n }), 1), /len is 0/);
+    rejects(() => dec(shmemMap.pack({ ...m, fdOffset: U64_MAX }), 1), /fd_offset .* overflows/);
+    rejects(() => dec(shmemMap.pack({ ...m, shmOffset: U64_MAX }), 1), /shm_offset .* overflows/);
+    rejects(() => dec(shmemMap.pack({ ...m, flags: 2n }), 1), /has bits other than WRITABLE/);
+  });
+
+  it('shmem config: nregions above 256 is rejected', () => {
+    const b = shmemConfig.pack({ nregions: 0, memSizes: Array.from({ length: 256 }, () => 0n) });
+    b.writeUInt32LE(257, 0);
+    rejects(() => shmemConfig.decode(b), /nregions 257 is more than 256/);
+  });
+
+  it('device state fd reply: bits above 8 are rejected', () => {
+    rejects(() => deviceStateFdReply.decode(u64Buf(0x200n)), /reserved bits 0x200/);
+  });
+
+  it('pack range-checks fields instead of truncating them', () => {
+    rejects(() => vringState.pack({ index: 2 ** 32, num: 0 }), /index 4294967296 does not fit in 0\.\.4294967295/);
+    rejects(() => u64.pack(1n << 64n), /is not a u64/);
+    rejects(() => inflight.pack({ mmapSize: 0n, mmapOffset: 0n, numQueues: 0x10000, queueSize: 1 }), /num_queues 65536/);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+// reply rules
+// ---------------------------------------------------------------------------------------------------
+
+describe('reply rules (A.7)', () => {
+  const reply = (request: number, payload: Buffer, flags = V | HeaderFlag.REPLY): MessageHeader => ({ request, flags, size: payload.length });
+
+  it('a reply without the REPLY flag is rejected', () => {
+    const p = u64Buf(1n);
+    rejects(() => decodeReply('GET_FEATURES', reply(1, p, V), p, 0, 'explicit'), /^GET_FEATURES: reply lacks the REPLY flag/);
+    rejects(() => decodeReply('SET_OWNER', reply(3, p, V), p, 0, 'ack'), /reply lacks the REPLY flag/);
+  });
+
+  it('a reply to a different request is rejected', () => {
+    const p = u64Buf(1n);
+    const e = rejects(() => decodeReply('GET_FEATURES', reply(15, p), p, 0, 'explicit'), /expected a reply to GET_FEATURES, got GET_PROTOCOL_FEATURES \(15\)/);
+    expect(e.request).toBe(FrontendRequest.GET_FEATURES);
+  });
+
+  it('a reply that also carries NEED_REPLY is accepted (libvhost-user echoes the flag)', () => {
+    const p = u64Buf(7n);
+    expect(decodeReply('GET_FEATURES', reply(1, p, V | HeaderFlag.REPLY | HeaderFlag.NEED_REPLY), p, 0, 'explicit')).toBe(7n);
+  });
+
+  it('an ack must be a u64 and carry no fds', () => {
+    rejects(() => decodeReply('SET_VRING_NUM', reply(8, Buffer.alloc(4)), Buffer.alloc(4), 0, 'ack'), /payload is 4 bytes, expected 8/);
+    rejects(() => decodeReply('SET_VRING_NUM', reply(8, u64Buf(0n)), u64Buf(0n), 1, 'ack'), /1 fds attached to the ack, expected exactly 0/);
+  });
+
+  it('an explicit reply of the wrong size is rejected', () => {
+    rejects(() => decodeReply('GET_VRING_BASE', reply(11, u64Buf(0n)), Buffer.alloc(4), 0, 'explicit'), /header size is 8, but the payload is 4 bytes/);
+    rejects(() => decodeReply('GET_VRING_BASE', reply(11, Buffer.alloc(4)), Buffer.alloc(4), 0, 'explicit'), /vring state payload is 4 bytes, expected 8/);
+  });
+
+  it('GET_INFLIGHT_FD: the reply must carry exactly one fd', () => {
+    const p = inflight.encode({ mmapSize: 0x1000n, mmapOffset: 0n, numQueues: 1, queueSize: 256 });
+    expect(decodeReply('GET_INFLIGHT_FD', reply(31, p), p, 1, 'explicit')).toMatchObject({ mmapSize: 0x1000n });
+    rejects(() => decodeReply('GET_INFLIGHT_FD', reply(31, p), p, 0, 'explicit'), /0 fds attached to the reply, expected exactly 1/);
+  });
+
+  it('SET_DEVICE_STATE_FD: the reply carries an fd exactly when it succeeded with the no-fd bit clear', () => {
+    const ok = u64Buf(0n);
+    const noFd = u64Buf(0x100n);
+    const err = u64Buf(0x101n);
+    expect(decodeReply('SET_DEVICE_STATE_FD', reply(42, ok), ok, 1, 'explicit')).toEqual({ error: 0, noFd: false });
+    rejects(() => decodeReply('SET_DEVICE_STATE_FD', reply(42, ok), ok, 0, 'explicit'), /carries the back-end fd/);
+    rejects(() => decodeReply('SET_DEVICE_STATE_FD', reply(42, noFd), noFd, 1, 'explicit'), /carries no fd/);
+    expect(decodeReply('SET_DEVICE_STATE_FD', reply(42, err), err, 0, 'explicit')).toEqual({ error: 1, noFd: true });
+  });
+
+  it('SET_LOG_BASE reply: a u64 (libvhost-user) or the 16-byte log echo (rust-vmm); other sizes are rejected', () => {
+    const l = log.encode({ mmapSize: 0x1000n, mmapOffset: 0n });
+    expect(decodeReply('SET_LOG_BASE', reply(6, u64Buf(0n)), u64Buf(0n), 0, 'explicit')).toBe(0n);
+    expect(decodeReply('SET_LOG_BASE', reply(6, l), l, 0, 'explicit')).toEqual({ mmapSize: 0x1000n, mmapOffset: 0n });
+    rejects(() => decodeReply('SET_LOG_BASE', reply(6, Buffer.alloc(12)), Buffer.alloc(12), 0, 'explicit'), /expected 8 \(u64\) or 16 \(log\)/);
+  });
+
+  it('encodeReply/decodeReply refuse an explicit reply for a request that has none (a caller bug, TypeError)', () => {
+    expect(() => encodeReply('SET_VRING_NUM', undefined as never)).toThrow(TypeError);
+    expect(() => decodeReply('SET_VRING_NUM', reply(8, u64Buf(0n)), u64Buf(0n), 0, 'explicit')).toThrow(TypeError);
+    expect(decodeReply('SET_VRING_NUM', reply(8, u64Buf(0n)), u64Buf(0n), 0, 'ack')).toBe(0n);
+  });
+
+  it('encodeReply with fdCount checks the reply fds', () => {
+    rejects(
+      () => encodeReply('GET_INFLIGHT_FD', { mmapSize: 1n, mmapOffset: 0n, numQueues: 1, queueSize: 1 }, { fdCount: 0 }),
+      /GET_INFLIGHT_FD: 0 fds attached to the reply, expected exactly 1/,
+    );
+  });
+
+  it('encodeAck accepts a request id and echoes it', () => {
+    expect(decodeHeader(encodeAck(FrontendRequest.SET_VRING_KICK, 0n))).toEqual({ request: 12, flags: V | HeaderFlag.REPLY, size: 8 });
+    rejects(() => encodeAck(77, 0n), /unknown front-end request id 77/);
+  });
+});
