@@ -426,7 +426,10 @@ export function splitComplete(qs: u32, n: i32): i32 {
     for (let k: u32 = 0; k < cnt; k++, rec += CHAIN_BYTES) {
       const head = load<u32>(rec, CH_HEAD);
       if (head >= size) continue; // not a record we wrote
-      const len = load<u32>(rec, CH_USED_LEN);
+      // the used length may underestimate what was written, never overestimate it (B.1)
+      const want = load<u32>(rec, CH_USED_LEN);
+      const room = load<u32>(rec, CH_WRITE_LEN);
+      const len = want < room ? want : room;
       writeUsed(qs, used, mask, inflight, nextUsed, head, len);
       nextUsed++;
       pushed++;

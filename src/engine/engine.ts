@@ -11,8 +11,8 @@
  * wrapped so they return unsigned numbers.
  */
 import { readFileSync, existsSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { resolve } from 'node:path';
+import { builtPath } from '../runtime/package-root.js';
 
 /** Device side of a split ring (assembly/split-ring.ts, region-table.ts, event-idx.ts, inflight-split.ts). */
 export interface SplitEngineApi {
@@ -94,20 +94,9 @@ const FUNCTION_EXPORTS = [
   'drvReap', 'drvSetInterrupts', 'drvUsedPending',
 ] as const satisfies readonly (keyof SplitEngineApi | keyof SplitDriverApi)[];
 
-/** The directory holding package.json, walking up from `start` (works from src/ and build/out/src/). */
-export function findPackageRoot(start: string = dirname(fileURLToPath(import.meta.url))): string {
-  let dir = resolve(start);
-  for (;;) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    const up = dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${start}`);
-    dir = up;
-  }
-}
-
 /** Default location of the built engine: <package root>/build/out/engine.wasm. */
 export function defaultEnginePath(): string {
-  return join(findPackageRoot(), 'build', 'out', 'engine.wasm');
+  return builtPath('engine.wasm');
 }
 
 const moduleCache = new Map<string, WebAssembly.Module>();

@@ -19,9 +19,10 @@ import {
   CH_SEG_START, CH_SEG_COUNT, CH_READ_LEN, CH_WRITE_LEN, CH_USED_LEN, SEGS_OFFSET, SEG_BYTES, SEG_ADDR, SEG_LEN,
   SEG_FLAGS, SEG_F_WRITE,
 } from '../../src/engine/layout.js';
-import { findPackageRoot, instantiateEngine, loadEngineModule, type EngineExports } from '../../src/engine/engine.js';
+import { instantiateEngine, loadEngineModule, type EngineExports } from '../../src/engine/engine.js';
+import { packageRoot } from '../../src/runtime/package-root.js';
 
-export const ROOT = findPackageRoot();
+export const ROOT = packageRoot();
 export const WASM_PATH = join(ROOT, 'build', 'out', 'engine.wasm');
 export const WAT_PATH = join(ROOT, 'build', 'out', 'engine.wat');
 
