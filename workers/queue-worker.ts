@@ -9,6 +9,9 @@ import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import { instantiateEngine, type EngineExports } from '../src/engine/engine.js';
 import {
   deviceArea,
+  MAX_QUEUES,
+  QUEUE_AREA_SIZE,
+  QUEUE_AREAS,
   QS_ERROR_DETAIL,
   QS_STAT_CALLS,
   QS_STAT_KICKS,
@@ -46,18 +49,11 @@ interface Ring {
 const rings = new Map<number, Ring>();
 let shuttingDown = false;
 let paused = false;
-let statsBuf: BigUint64Array<ArrayBufferLike> = new BigUint64Array(0);
+// the worker's counters live in the queue state, as f64, for the main thread to read at any time
+const statsWords = new Float64Array(data.memory.buffer, 0, (QUEUE_AREAS + MAX_QUEUES * QUEUE_AREA_SIZE) >>> 3);
 
-function statsView(): BigUint64Array {
-  if (statsBuf.buffer !== data.memory.buffer || statsBuf.length === 0) {
-    statsBuf = new BigUint64Array(data.memory.buffer, 0, data.memory.buffer.byteLength >>> 3);
-  }
-  return statsBuf;
-}
-
-function bump(r: Ring, off: number, by = 1n): void {
-  const v = statsView();
-  v[(r.qs + off) >>> 3] = v[(r.qs + off) >>> 3]! + by;
+function bump(r: Ring, off: number, by = 1): void {
+  statsWords[(r.qs + off) >>> 3] += by;
 }
 
 function post(e: WorkerEvent): void {
@@ -107,7 +103,7 @@ function processRing(r: Ring, now: number): void {
     r.lastWork = now;
     if (r.polling) bump(r, QS_STAT_POLL_HITS);
   }
-  if (calls > 0) bump(r, QS_STAT_CALLS, BigInt(calls));
+  if (calls > 0) bump(r, QS_STAT_CALLS, calls);
 }
 
 const POLL_SLOT = 8;

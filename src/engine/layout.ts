@@ -54,10 +54,11 @@ export const QS_STAT_NOTIFY = 88; // u64 publishes that asked for a notification
 export const QS_STAT_SUPPRESSED = 96; // u64 publishes where the driver did not want one
 export const QS_STAT_BYTES_READ = 104; // u64 readable bytes handed out
 export const QS_STAT_BYTES_WRITTEN = 112; // u64 used lengths reported
-// written by the queue's worker (the engine never touches these)
-export const QS_STAT_KICKS = 128; // u64 kick eventfd wake-ups with a non-zero counter
-export const QS_STAT_CALLS = 136; // u64 call eventfd writes
-export const QS_STAT_POLL_HITS = 144; // u64 busy-poll rounds that found work
+// written by the queue's worker as f64 (plain numbers: no BigInt allocation on the hot path); the engine never
+// touches these
+export const QS_STAT_KICKS = 128; // f64 kick eventfd wake-ups with a non-zero counter
+export const QS_STAT_CALLS = 136; // f64 call eventfd writes
+export const QS_STAT_POLL_HITS = 144; // f64 busy-poll rounds that found work
 export const QS_BYTES = 512;
 
 export const QF_EVENT_IDX = 1 << 0;

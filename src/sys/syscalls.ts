@@ -83,7 +83,11 @@ export function eventfdSignal(fd: number): void {
 }
 
 const drainBuf = new Uint8Array(8);
-/** Read (and reset) an eventfd counter; 0 when nothing was pending on a non-blocking fd. */
+const drainWords = new Uint32Array(drainBuf.buffer);
+/**
+ * Read (and reset) an eventfd counter; 0 when nothing was pending on a non-blocking fd. Counts above 2^32 - 1
+ * read as 2^32 - 1 (callers want "how many, roughly", and this path must not allocate).
+ */
 export function eventfdDrain(fd: number): number {
   const r = raw.read(fd, drainBuf, 8);
   if (r < 0) {
@@ -91,7 +95,7 @@ export function eventfdDrain(fd: number): number {
     if (e === Errno.EAGAIN) return 0;
     throw new SysError('read', e, `eventfd ${fd}`);
   }
-  return Number(new DataView(drainBuf.buffer).getBigUint64(0, true));
+  return drainWords[1] ? 0xffff_ffff : drainWords[0]!;
 }
 
 /** read(); returns bytes read, 0 at EOF, -1 on EAGAIN. */

@@ -165,10 +165,23 @@ export class Session {
         throw e;
       }
     });
+    await this.startReadyRings();
   }
 
   async addMemRegion(region: RegionSpec, fd: number): Promise<void> {
     await this.withRingsPaused(() => void this.memory.add(region, fd));
+    await this.startReadyRings();
+  }
+
+  /** Rings whose kick fd came before their memory or addresses start once everything is there. */
+  private async startReadyRings(): Promise<void> {
+    for (let q = 0; q < this.rings.length; q++) {
+      try {
+        await this.maybeStart(q);
+      } catch (e) {
+        this.opts.log(`queue ${q}: ${(e as Error).message}`);
+      }
+    }
   }
 
   async removeMemRegion(region: RegionSpec): Promise<void> {
@@ -218,6 +231,7 @@ export class Session {
     const r = this.ring(index);
     r.addr = { desc: addr.desc, used: addr.used, avail: addr.avail };
     if (r.started) await this.withRingsPaused(() => {});
+    else await this.maybeStart(index);
   }
 
   setVringBase(index: number, num: number): void {
