@@ -9,6 +9,8 @@ import { Dispatcher } from './dispatcher.js';
 import { Session, type SessionOptions } from './session.js';
 import { MessageChannel } from './transport.js';
 
+const MAX_WAITING = 16;
+
 export interface ServerOptions extends Omit<SessionOptions, 'log'> {
   device: DeviceModel;
   socketPath?: string;
@@ -22,6 +24,7 @@ export class VhostUserServer {
   private readonly log: (line: string) => void;
   private connections = 0;
   private closing = false;
+  private readonly waiting: number[] = [];
 
   constructor(private readonly opts: ServerOptions) {
     this.log = opts.log ?? ((l) => process.stderr.write(`vhost-wasm ${opts.device.name}: ${l}\n`));
@@ -46,9 +49,16 @@ export class VhostUserServer {
   }
 
   private accept(fd: number): void {
-    if (this.active || this.closing) {
-      this.log(`refusing a second front-end connection (fd ${fd}): one front-end at a time`);
+    if (this.closing) {
       closeQuietly(fd);
+      return;
+    }
+    if (this.active) {
+      // one front-end at a time: the next waits until the current one has gone and been released
+      if (this.waiting.length >= MAX_WAITING) {
+        this.log(`refusing front-end connection (fd ${fd}): ${MAX_WAITING} already waiting`);
+        closeQuietly(fd);
+      } else this.waiting.push(fd);
       return;
     }
     this.connections++;
@@ -68,6 +78,8 @@ export class VhostUserServer {
           .finally(() => {
             if (this.active?.session === session) this.active = undefined;
             release();
+            const next = this.waiting.shift();
+            if (next !== undefined) this.accept(next);
           });
       },
     );
@@ -79,6 +91,7 @@ export class VhostUserServer {
   async close(): Promise<void> {
     this.closing = true;
     this.listener.close();
+    for (const fd of this.waiting.splice(0)) closeQuietly(fd);
     const a = this.active;
     if (a) {
       a.channel.close();
