@@ -67,24 +67,39 @@ function markBroken(r: Ring, code: number): void {
   post({ type: 'ring-error', queue: r.q, code, detail });
 }
 
+/** Publish what was pushed and signal the driver if it wants it; returns 1 if a call was written. */
+function publish(r: Ring): number {
+  if (engine.splitPublish(r.qs) && r.callFd >= 0) {
+    eventfdSignal(r.callFd);
+    return 1;
+  }
+  return 0;
+}
+
 /** Process a ring until it is empty (or, while busy-polling, until this round found nothing). */
 function processRing(r: Ring, now: number): void {
-  if (r.broken || !r.enabled) return;
+  if (r.broken || !r.enabled || paused) return;
   const qs = r.qs;
+  const h = r.handler;
+  const async = h.completionFd !== undefined;
   let calls = 0;
   let worked = false;
   engine.splitDisableNotify(qs);
   for (;;) {
-    const n = engine.splitPopBatch(qs, r.batch);
+    const room = async ? Math.min(r.batch, h.capacity!()) : r.batch;
+    // an asynchronous handler that is full: its completions bring us back here (notifications stay off)
+    if (room <= 0) break;
+    const n = engine.splitPopBatch(qs, room);
     if (n < 0) {
       markBroken(r, -n);
       break;
     }
     if (n > 0) {
       worked = true;
-      r.handler.process(n);
+      h.process(n);
       // signal as soon as the driver wants it (one write per batch at most): latency matters more than a syscall
-      if (engine.splitComplete(qs, n) && r.callFd >= 0) {
+      if (async) calls += publish(r);
+      else if (engine.splitComplete(qs, n) && r.callFd >= 0) {
         eventfdSignal(r.callFd);
         calls++;
       }
@@ -106,9 +121,39 @@ function processRing(r: Ring, now: number): void {
   if (calls > 0) bump(r, QS_STAT_CALLS, calls);
 }
 
+/** Completions of an asynchronous handler: push them, publish, and go on with what they made room for. */
+function reapRing(r: Ring, now: number): void {
+  r.handler.reap!();
+  const c = publish(r);
+  if (c) bump(r, QS_STAT_CALLS, c);
+  if (!paused) processRing(r, now);
+}
+
+/** Wait until an asynchronous handler has nothing in flight (ring stop, memory change): no I/O may outlive them. */
+function drainRing(r: Ring): void {
+  const h = r.handler;
+  if (h.completionFd === undefined) return;
+  const one = Buffer.alloc(8);
+  one.writeInt32LE(h.completionFd, 0);
+  one.writeInt16LE(POLLIN, 4);
+  const deadline = performance.now() + 30_000;
+  while (h.inflight!() > 0) {
+    one.writeInt16LE(0, 6);
+    pollFds(one, 1, 100);
+    h.reap!();
+    if (performance.now() > deadline) {
+      post({ type: 'log', message: `queue ${r.q}: ${h.inflight!()} request(s) still in flight after 30 s` });
+      break;
+    }
+  }
+  const c = publish(r);
+  if (c) bump(r, QS_STAT_CALLS, c);
+}
+
 const POLL_SLOT = 8;
 const pfd = Buffer.alloc(POLL_SLOT * 64);
 const slotRing: (Ring | undefined)[] = [];
+const slotIsCompletion: boolean[] = [];
 
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -123,13 +168,23 @@ async function run(): Promise<void> {
     slotRing[n++] = undefined;
     let anyPolling = false;
     for (const r of paused ? [] : rings.values()) {
-      if (r.broken || !r.enabled) continue;
+      if (r.broken) continue;
+      const cfd = r.handler.completionFd;
+      if (cfd !== undefined && n < 64) {
+        pfd.writeInt32LE(cfd, n * POLL_SLOT);
+        pfd.writeInt16LE(POLLIN, n * POLL_SLOT + 4);
+        pfd.writeInt16LE(0, n * POLL_SLOT + 6);
+        slotRing[n] = r;
+        slotIsCompletion[n++] = true;
+      }
+      if (!r.enabled) continue;
       if (r.polling || r.kickFd < 0) anyPolling = true;
       if (r.kickFd < 0 || n >= 64) continue;
       pfd.writeInt32LE(r.kickFd, n * POLL_SLOT);
       pfd.writeInt16LE(POLLIN, n * POLL_SLOT + 4);
       pfd.writeInt16LE(0, n * POLL_SLOT + 6);
-      slotRing[n++] = r;
+      slotRing[n] = r;
+      slotIsCompletion[n++] = false;
     }
     const ready = pollFds(pfd, n, anyPolling ? 0 : -1);
     if (Atomics.load(ctlWord, 0) !== 0) break;
@@ -144,6 +199,10 @@ async function run(): Promise<void> {
       const rev = pfd.readInt16LE(i * POLL_SLOT + 6);
       if (rev === 0) continue;
       const r = slotRing[i]!;
+      if (slotIsCompletion[i]) {
+        reapRing(r, now);
+        continue;
+      }
       if (rev & (POLLERR | POLLHUP | POLLNVAL)) {
         post({ type: 'log', message: `queue ${r.q}: kick fd ${r.kickFd} reported poll error 0x${rev.toString(16)}` });
         r.kickFd = -1;
@@ -167,10 +226,14 @@ const api: QueueWorkerApi = {
     const factory = QUEUE_HANDLERS[data.device];
     if (!factory) throw new Error(`no queue handler for device '${data.device}'`);
     const old = rings.get(s.queue);
-    old?.handler.close?.();
+    if (old) {
+      drainRing(old);
+      old.handler.close?.();
+    }
+    const qs = queueArea(s.queue);
     rings.set(s.queue, {
       q: s.queue,
-      qs: queueArea(s.queue),
+      qs,
       kickFd: s.kickFd,
       callFd: s.callFd,
       errFd: s.errFd,
@@ -183,6 +246,9 @@ const api: QueueWorkerApi = {
         queueArea: queueArea(s.queue),
         scratch: deviceArea(s.queue),
         options: data.options,
+        pushUsed: (head: number, len: number): void => {
+          engine.splitPushUsed(qs, head, len);
+        },
       }),
       pollUs: s.pollUs,
       batch: s.batch,
@@ -194,6 +260,8 @@ const api: QueueWorkerApi = {
   stop(queue: number): StoppedRing {
     const r = rings.get(queue);
     if (!r) return { queue, wasRunning: false };
+    // GET_VRING_BASE: every request of the ring completes before its index is reported
+    drainRing(r);
     r.handler.close?.();
     rings.delete(queue);
     return { queue, wasRunning: true };
@@ -217,6 +285,8 @@ const api: QueueWorkerApi = {
     if (fds.kickFd !== undefined) processRing(r, performance.now());
   },
   pause(): number[] {
+    // nothing may touch guest memory until resume(), in-flight I/O included
+    for (const r of rings.values()) drainRing(r);
     paused = true;
     return [...rings.keys()];
   },
