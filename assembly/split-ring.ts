@@ -209,21 +209,45 @@ export function splitPopBatch(qs: u32, maxChains: i32): i32 {
   let want = clampChains(maxChains);
   if (want > pending) want = pending;
   if (want == 0) return 0;
+  const n = collectChains(qs, want, 0, lastAvail);
+  if (n > 0) store<u16>(qs, <u16>(lastAvail + <u32>n), QS_LAST_AVAIL);
+  return n;
+}
 
+/**
+ * Build chain records for `count` heads (u16 at headsAddr; resubmission after a reconnect) with the
+ * same checks as splitPopBatch, without touching last_avail or the inflight records. At most
+ * CHAIN_CAP per call, and fewer when the segments run out; returns how many were built (the caller
+ * passes the rest again) or -ERR.
+ */
+export function splitPopHeads(qs: u32, headsAddr: u32, count: i32): i32 {
+  const err = load<u32>(qs, QS_ERROR);
+  if (err != 0) return -<i32>err;
+  return collectChains(qs, clampChains(count), headsAddr, 0);
+}
+
+/**
+ * The one chain-walking loop behind splitPopBatch (headsAddr 0: heads from the avail ring starting at
+ * `lastAvail`, recorded as inflight) and splitPopHeads (heads from headsAddr, already inflight).
+ * Returns the number of chain records built (statistics counted), or -ERR when none could be.
+ */
+function collectChains(qs: u32, want: u32, headsAddr: u32, lastAvail: u32): i32 {
+  const size = load<u32>(qs, QS_SIZE_FIELD);
   const mask = size - 1;
+  const avail = load<u32>(qs, QS_AVAIL);
   const features = load<u32>(qs, QS_FEATURES);
-  const inflight = (features & QF_INFLIGHT) != 0 ? load<u32>(qs, QS_INFLIGHT) : 0;
+  const inflight = headsAddr == 0 && (features & QF_INFLIGHT) != 0 ? load<u32>(qs, QS_INFLIGHT) : 0;
   let counter = load<u64>(qs, QS_INFLIGHT_COUNTER);
-  let la = lastAvail;
   let n: u32 = 0;
   let segUsed: u32 = 0;
   let descs: u64 = 0;
   let bytes: u64 = 0;
   let failed: u32 = 0;
   let rec = qs + CHAINS_OFFSET;
-
   while (n < want) {
-    const head = <u32>load<u16>(avail + 4 + ((la & mask) << 1));
+    const head = headsAddr == 0
+      ? <u32>load<u16>(avail + 4 + (((lastAvail + n) & mask) << 1))
+      : <u32>load<u16>(headsAddr + (n << 1));
     if (head >= size) {
       setError(qs, ERR_HEAD_RANGE, head);
       failed = ERR_HEAD_RANGE;
@@ -232,7 +256,7 @@ export function splitPopBatch(qs: u32, maxChains: i32): i32 {
     const r = walkChain(qs, head, rec, segUsed);
     if (r != 0) {
       if (r == WALK_NO_FIT) {
-        if (n != 0) break; // next call pops it into an empty segment array
+        if (n != 0) break; // next call takes it into an empty segment array
         failed = ERR_SEGMENTS;
       } else {
         failed = r;
@@ -249,63 +273,11 @@ export function splitPopBatch(qs: u32, maxChains: i32): i32 {
       store<u8>(d, 1, INFLD_INFLIGHT);
       counter++;
     }
-    la++;
-    n++;
-    rec += CHAIN_BYTES;
-  }
-
-  if (n == 0) return failed != 0 ? -<i32>failed : 0;
-  store<u16>(qs, <u16>la, QS_LAST_AVAIL);
-  store<u64>(qs, counter, QS_INFLIGHT_COUNTER);
-  addStat(qs, QS_STAT_CHAINS, <u64>n);
-  addStat(qs, QS_STAT_DESCS, descs);
-  addStat(qs, QS_STAT_BATCHES, 1);
-  addStat(qs, QS_STAT_BYTES_READ, bytes);
-  return <i32>n;
-}
-
-/**
- * Build chain records for `count` heads (u16 at headsAddr; resubmission after a reconnect) with the
- * same checks as splitPopBatch, without touching last_avail or the inflight records. At most
- * CHAIN_CAP per call, and fewer when the segments run out; returns how many were built (the caller
- * passes the rest again) or -ERR.
- */
-export function splitPopHeads(qs: u32, headsAddr: u32, count: i32): i32 {
-  const err = load<u32>(qs, QS_ERROR);
-  if (err != 0) return -<i32>err;
-  const size = load<u32>(qs, QS_SIZE_FIELD);
-  const want = clampChains(count);
-  let n: u32 = 0;
-  let segUsed: u32 = 0;
-  let descs: u64 = 0;
-  let bytes: u64 = 0;
-  let failed: u32 = 0;
-  let rec = qs + CHAINS_OFFSET;
-  while (n < want) {
-    const head = <u32>load<u16>(headsAddr + (n << 1));
-    if (head >= size) {
-      setError(qs, ERR_HEAD_RANGE, head);
-      failed = ERR_HEAD_RANGE;
-      break;
-    }
-    const r = walkChain(qs, head, rec, segUsed);
-    if (r != 0) {
-      if (r == WALK_NO_FIT) {
-        if (n != 0) break;
-        failed = ERR_SEGMENTS;
-      } else {
-        failed = r;
-      }
-      setError(qs, failed, head);
-      break;
-    }
-    segUsed += load<u32>(rec, CH_SEG_COUNT);
-    descs += <u64>load<u32>(rec, CH_DESC_COUNT);
-    bytes += <u64>load<u32>(rec, CH_READ_LEN);
     n++;
     rec += CHAIN_BYTES;
   }
   if (n == 0) return failed != 0 ? -<i32>failed : 0;
+  if (inflight != 0) store<u64>(qs, counter, QS_INFLIGHT_COUNTER);
   addStat(qs, QS_STAT_CHAINS, <u64>n);
   addStat(qs, QS_STAT_DESCS, descs);
   addStat(qs, QS_STAT_BATCHES, 1);

@@ -13,6 +13,13 @@ export interface BackendOptions {
 /** Every back-end still alive, so that an interrupted run can kill them all. */
 const live = new Set<ChildProcess>();
 
+let refusing = false;
+
+/** After an interrupt: start no more back-ends. */
+export function refuseNewBackends(): void {
+  refusing = true;
+}
+
 export function killAllBackends(signal: NodeJS.Signals = 'SIGKILL'): void {
   for (const c of live) {
     try {
@@ -58,6 +65,7 @@ export class Backend {
 
   /** Spawn and wait until the socket is bound. */
   static async start(opts: BackendOptions, timeoutMs = 15_000): Promise<Backend> {
+    if (refusing) throw new Error('interrupted');
     fs.rmSync(opts.socketPath, { force: true });
     const args = [
       cliPath,

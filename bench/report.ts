@@ -28,6 +28,7 @@ export interface ThroughputScenario {
 
 export interface LatencyRun {
   ok: boolean;
+  loadavg1?: number;
   error?: string;
   p50Us?: number;
   p90Us?: number;
@@ -41,6 +42,8 @@ export interface LatencyRun {
 
 export interface CRun {
   ok: boolean;
+  /** 1-minute load average when the run started */
+  loadavg1?: number;
   error?: string;
   result?: PingPongResult;
 }
@@ -69,13 +72,16 @@ export interface LatencySection {
   medianRoundRatio?: number;
   target: number;
   pass?: boolean;
+  /** max/min of the C p50s over the run: far above 1, the machine was busy and the ratio is unreliable */
+  cP50Spread?: number;
+  noisy?: boolean;
 }
 
 export interface BenchResults {
   benchmark: 'issue2';
   startedAt: string;
   finishedAt?: string;
-  host: { cpus: number; cpuModel: string; node: string; platform: string; release: string; loadavgAtStart: number[] };
+  host: { cpus: number; cpuModel: string; node: string; platform: string; release: string; loadavgAtStart: number[]; loadavgAtEnd?: number[] };
   options: { seconds: number; quick: boolean; rounds: number; queueSize: number; batch: number; pollUsPolling: number };
   cBaseline: { binary?: string; compiled?: boolean; error?: string };
   throughput: ThroughputScenario[];
@@ -155,6 +161,11 @@ export function formatResults(r: BenchResults, jsonPath?: string): string {
       `(target <= ${L.target}) ${verdict(L.pass)}` +
       (L.rounds.length > 1 ? `  [medians over ${L.rounds.length} rounds; p99 ours ${us(L.oursP99Us)} us, C ${us(L.cP99Us)} us]` : `  [p99 ours ${us(L.oursP99Us)} us, C ${us(L.cP99Us)} us]`),
   );
+  if (L.noisy)
+    out.push(
+      `  warning: the C ping-pong p50 moved ${F(L.cP50Spread, 1)}x between its runs (load average ${r.host.loadavgAtStart.map((x) => x.toFixed(2)).join(' ')} at start): ` +
+        `the machine was busy, read the ratio with care`,
+    );
   const b = r.best;
   out.push(
     `best chains/s per queue worker: ${M(b.perQueueChainsPerSec, 2)} M (target >= ${PER_QUEUE_TARGET / 1e6} M) ${verdict(b.pass)}` +

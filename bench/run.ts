@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { drive, type DriveReport } from '../src/cli/drive.js';
-import { Backend, killAllBackends, type BackendOptions } from './backend.js';
+import { Backend, killAllBackends, refuseNewBackends, type BackendOptions } from './backend.js';
 import { buildPingPong, runPingPong } from './c-baseline.js';
 import { resultsRoot } from './paths.js';
 import {
@@ -33,7 +33,7 @@ const POLL_US = 1_000_000;
 const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rounds N] [--json]
   --quick       1 s per run, one latency round (C, ours, C)
   --seconds S   seconds per run (default 3; 1 with --quick)
-  --rounds N    latency rounds, C ping-pong before and after each (default 3; 1 with --quick)
+  --rounds N    latency rounds, C ping-pong before and after each (default 5; 1 with --quick)
   --json        print the results JSON on stdout instead of the table (progress goes to stderr)
 `;
 
@@ -50,6 +50,7 @@ process.once('exit', cleanup);
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     progress(`${sig}: killing the back-ends`);
+    refuseNewBackends();
     killAllBackends('SIGTERM');
     setTimeout(() => {
       cleanup();
@@ -141,9 +142,10 @@ async function throughputScenario(queues: number, notify: 'eventfd' | 'polling',
 async function cRun(seconds: number, available: boolean, why: string | undefined): Promise<CRun> {
   if (!available) return { ok: false, error: why ?? 'C baseline unavailable' };
   try {
+    const loadavg1 = os.loadavg()[0];
     const result = await runPingPong(seconds);
     progress(`  C ping-pong p50 ${result.p50Us.toFixed(2)} us (${result.samples} samples)`);
-    return { ok: true, result };
+    return { ok: true, loadavg1, result };
   } catch (e) {
     progress(`  C ping-pong FAILED: ${errMsg(e)}`);
     return { ok: false, error: errMsg(e) };
@@ -151,12 +153,13 @@ async function cRun(seconds: number, available: boolean, why: string | undefined
 }
 
 async function latencyRun(seconds: number): Promise<LatencyRun & { backendArgs?: string[] }> {
+  const loadavg1 = os.loadavg()[0];
   try {
     const { report, backendArgs } = await driveScenario('1q latency', { queues: 1, pollUs: 0, batch: BATCH }, 'latency', false, seconds);
     const lat = report.queues[0]?.latency;
     if (!lat) throw new Error('the driver reported no latency summary');
     progress(`  ours p50 ${lat.p50Us.toFixed(2)} us p99 ${lat.p99Us.toFixed(2)} us (${lat.samples} samples)`);
-    return { ok: true, ...lat, kicksPerChain: report.kicksPerChain, callsPerChain: report.callsPerChain, report, backendArgs };
+    return { ok: true, loadavg1, ...lat, kicksPerChain: report.kicksPerChain, callsPerChain: report.callsPerChain, report, backendArgs };
   } catch (e) {
     progress(`  ours FAILED: ${errMsg(e)}`);
     return { ok: false, error: errMsg(e) };
@@ -181,7 +184,7 @@ async function main(): Promise<void> {
   }
   const quick = values.quick ?? false;
   const seconds = Number(values.seconds ?? (quick ? 1 : 3));
-  const rounds = Number(values.rounds ?? (quick ? 1 : 3));
+  const rounds = Number(values.rounds ?? (quick ? 1 : 5));
   if (!(seconds > 0 && seconds <= 600)) throw new Error(`--seconds must be in (0, 600], got '${values.seconds}'`);
   if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= 20)) throw new Error(`--rounds must be an integer 1..20, got '${values.rounds}'`);
 
@@ -252,6 +255,11 @@ async function main(): Promise<void> {
     L.medianRoundRatio = median(L.rounds.flatMap((x) => (x.ratio === undefined ? [] : [x.ratio])));
     L.pass = L.ratio <= LATENCY_RATIO_TARGET;
   }
+  const cP50All = cAll.map((c) => c.result!.p50Us);
+  if (cP50All.length > 1) {
+    L.cP50Spread = Math.max(...cP50All) / Math.min(...cP50All);
+    L.noisy = L.cP50Spread > 1.5;
+  }
 
   // 3. the per-queue-worker target
   let best: { v: number; s: ThroughputScenario } | undefined;
@@ -265,6 +273,7 @@ async function main(): Promise<void> {
   if (bestFair) r.bestNotOversubscribed = { perQueueChainsPerSec: bestFair.v, scenario: bestFair.s.name };
 
   r.finishedAt = new Date().toISOString();
+  r.host.loadavgAtEnd = os.loadavg();
   const dir = path.join(resultsRoot, startedAt.toISOString().replace(/:/g, '-'));
   let jsonPath: string | undefined;
   try {

@@ -80,6 +80,8 @@ async function runBackend(name: string, args: string[]): Promise<void> {
     pollUs: intOption('poll-us', values['poll-us'], 0, 0, 10_000_000),
     batch: intOption('batch', values.batch, 128, 1, 1024),
   }).start();
+  // a back-end serves other devices and queues whatever one of them did: log, never die
+  process.on('unhandledRejection', (e) => process.stderr.write(`vhost-wasm ${name}: internal error: ${(e as Error)?.stack ?? e}\n`));
   const stop = (sig: string): void => {
     process.stderr.write(`vhost-wasm ${name}: ${sig}, shutting down\n`);
     void server.close().finally(() => process.exit(0));

@@ -36,7 +36,13 @@ export class Dispatcher {
   }
 
   enqueue(m: RawMessage): void {
-    this.tail = this.tail.then(() => this.handle(m));
+    this.tail = this.tail.then(() =>
+      this.handle(m).catch((e: unknown) => {
+        // a reply that cannot be sent (the peer is gone): the connection is over, the process is not
+        this.log(`${requestName(m.header.request)}: ${(e as Error).message}; closing the connection`);
+        this.channel?.close(e as Error);
+      }),
+    );
   }
 
   /** Resolves when every queued message has been handled (or dropped after the connection ended). */

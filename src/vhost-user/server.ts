@@ -34,7 +34,15 @@ export class VhostUserServer {
   }
 
   start(): this {
-    this.listener.start((fd) => this.accept(fd));
+    this.listener.start((fd) => {
+      try {
+        this.accept(fd);
+      } catch (e) {
+        this.log(`cannot serve a new front-end: ${(e as Error).message}`);
+        closeQuietly(fd);
+        this.active = undefined;
+      }
+    });
     this.log(`listening on ${this.opts.socketPath ?? `fd ${this.opts.fd}`} (${this.opts.device.queues} queue(s))`);
     return this;
   }

@@ -126,7 +126,9 @@ export class Session {
     if (extra) throw new RequestError(`SET_FEATURES acks feature bits never offered: 0x${extra.toString(16)}`);
     this.acked = f;
     // Without VHOST_USER_F_PROTOCOL_FEATURES there is no SET_VRING_ENABLE: rings are enabled at once.
-    if (!hasBit(f, VHOST_USER_F_PROTOCOL_FEATURES)) for (let q = 0; q < this.rings.length; q++) void this.setEnabled(q, true);
+    if (!hasBit(f, VHOST_USER_F_PROTOCOL_FEATURES))
+      for (let q = 0; q < this.rings.length; q++)
+        this.setEnabled(q, true).catch((e: unknown) => this.opts.log(`queue ${q}: enabling failed: ${(e as Error).message}`));
   }
 
   getProtocolFeatures(): bigint {
