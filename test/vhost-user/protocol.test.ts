@@ -85,6 +85,33 @@ describe('vhost-user back-end end to end', () => {
     res.forEach((q, i) => expect(bases[i]).toBe((q.chains + 256) % 65536));
   });
 
+  it('memory-table changes while rings run quiesce, remap and resume without losing a chain', async () => {
+    backend = startBackend(nullDevice({ queues: 2 }));
+    const fe = await connect(backend, 2);
+    const running = fe.run({ mode: 'throughput', polling: false, seconds: 1.5 });
+    const extra = memfdCreate('extra');
+    ftruncate(extra, 2 << 20);
+    const region = { gpa: 1n << 32n, size: 2n << 20n, uaddr: 0x6000_0000_0000n, mmapOffset: 0n };
+    const { dup } = await import('../../src/sys/syscalls.js');
+    for (let i = 0; i < 5; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      await fe.client.request('ADD_MEM_REG', region, [dup(extra)]);
+      await fe.client.request('REM_MEM_REG', region);
+      const r = fe.ram.region;
+      // the same RAM again, through a new fd: the back-end maps it afresh and re-translates the rings
+      await fe.client.request('SET_MEM_TABLE', { regions: [{ gpa: r.gpa, size: r.size, uaddr: r.uaddr, mmapOffset: 0n }] }, [dup(fe.ram.fd)]);
+    }
+    closeQuietly(extra);
+    const res = await running;
+    const bases = await fe.stop();
+    res.forEach((q, i) => {
+      expect(q.errors).toBe(0);
+      expect(q.chains).toBeGreaterThan(0);
+      expect(bases[i]).toBe((q.chains + 256) % 65536);
+    });
+    expect(backend.logs.join('\n')).not.toMatch(/queue \d: .*(outside|broken|stopped)/);
+  });
+
   it('a kick that came before SET_VRING_ENABLE is not lost (rust-vmm #247)', async () => {
     backend = startBackend(rngDevice());
     const fe = await connect(backend, 1, { enableRings: false });
