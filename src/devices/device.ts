@@ -1,3 +1,5 @@
+import type { RingWorkersFactory } from '../queues/ring-workers.js';
+
 /**
  * A device model as the back-end core sees it: what it offers and how its config space reads. It knows nothing
  * of sockets or of the protocol; its queue work runs in the workers (queue-handlers.ts, by `name`).
@@ -21,4 +23,6 @@ export interface DeviceModel {
   readConfig?(): Buffer;
   /** a front-end write of `data` at `offset`; returns false when the field is read-only */
   writeConfig?(offset: number, data: Buffer): boolean;
+  /** who runs the rings (default: a worker pool per connection) */
+  readonly workers?: RingWorkersFactory;
 }

@@ -8,7 +8,8 @@ import * as Comlink from 'comlink/dist/esm/comlink.mjs';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import { builtPath } from '../runtime/package-root.js';
 import { closeQuietly, eventfd, eventfdSignal } from '../sys/syscalls.js';
-import type { QueueWorkerApi, QueueWorkerData, WorkerEvent } from './worker-protocol.js';
+import type { RingWorkers, RingWorkersContext } from './ring-workers.js';
+import type { QueueWorkerApi, QueueWorkerData, RingStart, WorkerEvent } from './worker-protocol.js';
 
 interface LiveWorker {
   worker: Worker;
@@ -33,22 +34,14 @@ function installExitHook(): void {
   });
 }
 
-export interface WorkerPoolOptions {
-  device: string;
-  deviceOptions: Record<string, string | number | boolean>;
-  memory: WebAssembly.Memory;
-  module: WebAssembly.Module;
-  /** worker index for each queue */
-  queueToWorker: readonly number[];
-  onEvent: (e: WorkerEvent) => void;
-}
+export type WorkerPoolOptions = RingWorkersContext;
 
 /** Default mapping: one worker per queue, or `perWorker` consecutive queues per worker. */
 export function queueMapping(queues: number, perWorker = 1): number[] {
   return Array.from({ length: queues }, (_, q) => Math.floor(q / Math.max(1, perWorker)));
 }
 
-export class QueueWorkerPool {
+export class QueueWorkerPool implements RingWorkers {
   private readonly workers: LiveWorker[] = [];
 
   constructor(private readonly opts: WorkerPoolOptions) {
@@ -106,6 +99,22 @@ export class QueueWorkerPool {
     const p = fn(w.api); // posts the message first ...
     eventfdSignal(w.ctlFd); // ... then wakes the worker, which yields to its event loop and takes it
     return p;
+  }
+
+  async start(s: RingStart): Promise<void> {
+    await this.call(s.queue, (api) => api.start(s));
+  }
+
+  async stop(queue: number): Promise<void> {
+    await this.call(queue, (api) => api.stop(queue));
+  }
+
+  async setEnabled(queue: number, enabled: boolean): Promise<void> {
+    await this.call(queue, (api) => api.setEnabled(queue, enabled));
+  }
+
+  async setFds(queue: number, fds: { kickFd?: number; callFd?: number; errFd?: number }): Promise<void> {
+    await this.call(queue, (api) => api.setFds(queue, fds));
   }
 
   /** Quiesce every worker: when this resolves none of them touches guest memory until resume(). */

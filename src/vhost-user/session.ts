@@ -8,6 +8,7 @@ import type { DeviceModel } from '../devices/device.js';
 import { instantiateEngine, loadEngineModule, type EngineExports } from '../engine/engine.js';
 import { ERROR_NAMES, QF_EVENT_IDX, QF_INDIRECT, QS_AVAIL, QS_DESC, QS_LAST_AVAIL, QS_USED, queueArea, REGION_TABLE } from '../engine/layout.js';
 import { GuestMemory, type RegionSpec } from '../memory/guest-memory.js';
+import type { RingWorkers } from '../queues/ring-workers.js';
 import { queueMapping, QueueWorkerPool } from '../queues/worker-pool.js';
 import type { WorkerEvent } from '../queues/worker-protocol.js';
 import { closeQuietly, eventfdSignal } from '../sys/syscalls.js';
@@ -62,7 +63,7 @@ export class Session {
   readonly memory = new GuestMemory();
   private engine: EngineExports;
   private readonly module: WebAssembly.Module;
-  private pool: QueueWorkerPool | undefined;
+  private pool: RingWorkers | undefined;
   private readonly rings: Ring[];
   private acked = 0n;
   private protocolAcked = 0n;
@@ -247,7 +248,7 @@ export class Session {
   async getVringBase(index: number): Promise<number> {
     const r = this.ring(index);
     if (r.started) {
-      await this.pool!.call(index, (api) => api.stop(index));
+      await this.pool!.stop(index);
       r.base = new DataView(this.memory.memory.buffer).getUint16(queueArea(index) + QS_LAST_AVAIL, true);
       r.started = false;
     }
@@ -261,7 +262,7 @@ export class Session {
     const old = r.kickFd;
     r.kickFd = fd ?? POLL_RING;
     if (r.started) {
-      await this.pool!.call(index, (api) => api.setFds(index, { kickFd: fd ?? -1 }));
+      await this.pool!.setFds(index, { kickFd: fd ?? -1 });
     }
     if (old >= 0 && old !== fd) closeQuietly(old);
     if (!r.started) await this.maybeStart(index);
@@ -272,7 +273,7 @@ export class Session {
     const old = r.callFd;
     r.callFd = fd ?? NO_FD;
     if (r.started) {
-      await this.pool!.call(index, (api) => api.setFds(index, { callFd: r.callFd }));
+      await this.pool!.setFds(index, { callFd: r.callFd });
       // an interrupt may have raced with the switch (QEMU re-sends the call fd when it masks/unmasks)
       if (r.callFd >= 0) eventfdSignal(r.callFd);
     }
@@ -283,14 +284,14 @@ export class Session {
     const r = this.ring(index);
     const old = r.errFd;
     r.errFd = fd ?? NO_FD;
-    if (r.started) await this.pool!.call(index, (api) => api.setFds(index, { errFd: r.errFd }));
+    if (r.started) await this.pool!.setFds(index, { errFd: r.errFd });
     if (old >= 0 && old !== fd) closeQuietly(old);
   }
 
   async setEnabled(index: number, enabled: boolean): Promise<void> {
     const r = this.ring(index);
     r.enabled = enabled;
-    if (r.started) await this.pool!.call(index, (api) => api.setEnabled(index, enabled));
+    if (r.started) await this.pool!.setEnabled(index, enabled);
   }
 
   private translateRing(q: number, r: Ring): { desc: number; avail: number; used: number } | string {
@@ -315,7 +316,7 @@ export class Session {
     let qf = QF_INDIRECT;
     if (hasBit(this.acked, VIRTIO_F_EVENT_IDX)) qf |= QF_EVENT_IDX;
     this.engine.splitConfigure(queueArea(q), r.size, qf, t.desc, t.avail, t.used, REGION_TABLE, 0, r.base);
-    this.pool ??= new QueueWorkerPool({
+    this.pool ??= (this.device.workers ?? ((ctx) => new QueueWorkerPool(ctx)))({
       device: this.device.name,
       deviceOptions: this.device.options,
       memory: this.memory.memory,
@@ -325,17 +326,15 @@ export class Session {
     });
     r.started = true;
     r.broken = false;
-    await this.pool.call(q, (api) =>
-      api.start({
-        queue: q,
-        kickFd: r.kickFd >= 0 ? r.kickFd : -1,
-        callFd: r.callFd,
-        errFd: r.errFd,
-        enabled: r.enabled,
-        pollUs: this.opts.pollUs ?? 0,
-        batch: this.opts.batch ?? 128,
-      }),
-    );
+    await this.pool.start({
+      queue: q,
+      kickFd: r.kickFd >= 0 ? r.kickFd : -1,
+      callFd: r.callFd,
+      errFd: r.errFd,
+      enabled: r.enabled,
+      pollUs: this.opts.pollUs ?? 0,
+      batch: this.opts.batch ?? 128,
+    });
   }
 
   private onWorkerEvent(e: WorkerEvent): void {
