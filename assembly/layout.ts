@@ -66,6 +66,10 @@ export const CH_USED_LEN: u32 = 20;
 export const SEGS_OFFSET: u32 = CHAINS_OFFSET + CHAIN_CAP * CHAIN_BYTES;
 export const SEG_BYTES: u32 = 16;
 export const SEG_CAP: u32 = 12288;
+
+// heads to resubmit after a reconnect (u16 each), handed to splitPopHeads in chunks
+export const RESUBMIT_OFFSET: u32 = 0x3_f800;
+export const RESUBMIT_CAP: u32 = 1024;
 export const SEG_ADDR: u32 = 0;
 export const SEG_LEN: u32 = 4;
 export const SEG_FLAGS: u32 = 8;

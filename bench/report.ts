@@ -70,6 +70,10 @@ export interface LatencySection {
   ratio?: number;
   /** median of the per-round ratios (ours / mean of its two brackets) */
   medianRoundRatio?: number;
+  /** least-disturbed comparison: lowest p50 of ours over lowest p50 of C (each side's quietest run) */
+  minOursP50Us?: number;
+  minCP50Us?: number;
+  minRatio?: number;
   target: number;
   pass?: boolean;
   /** max/min of the C p50s over the run: far above 1, the machine was busy and the ratio is unreliable */
@@ -161,6 +165,10 @@ export function formatResults(r: BenchResults, jsonPath?: string): string {
       `(target <= ${L.target}) ${verdict(L.pass)}` +
       (L.rounds.length > 1 ? `  [medians over ${L.rounds.length} rounds; p99 ours ${us(L.oursP99Us)} us, C ${us(L.cP99Us)} us]` : `  [p99 ours ${us(L.oursP99Us)} us, C ${us(L.cP99Us)} us]`),
   );
+  if (L.rounds.length > 1 && L.minRatio !== undefined)
+    out.push(
+      `  also: median of the per-round ratios ${F(L.medianRoundRatio, 2)}; quietest runs: ours ${us(L.minOursP50Us)} us, C ${us(L.minCP50Us)} us, ratio ${F(L.minRatio, 2)}`,
+    );
   if (L.noisy)
     out.push(
       `  warning: the C ping-pong p50 moved ${F(L.cP50Spread, 1)}x between its runs (load average ${r.host.loadavgAtStart.map((x) => x.toFixed(2)).join(' ')} at start): ` +

@@ -256,6 +256,11 @@ async function main(): Promise<void> {
     L.pass = L.ratio <= LATENCY_RATIO_TARGET;
   }
   const cP50All = cAll.map((c) => c.result!.p50Us);
+  if (oursOk.length && cP50All.length) {
+    L.minOursP50Us = Math.min(...oursOk.map((x) => x.p50Us!));
+    L.minCP50Us = Math.min(...cP50All);
+    L.minRatio = L.minOursP50Us / L.minCP50Us;
+  }
   if (cP50All.length > 1) {
     L.cP50Spread = Math.max(...cP50All) / Math.min(...cP50All);
     L.noisy = L.cP50Spread > 1.5;

@@ -16,6 +16,8 @@ import {
   QS_STAT_CALLS,
   QS_STAT_KICKS,
   QS_STAT_POLL_HITS,
+  RESUBMIT_CAP,
+  RESUBMIT_OFFSET,
   queueArea,
 } from '../src/engine/layout.js';
 import { QUEUE_HANDLERS } from '../src/devices/queue-handlers.js';
@@ -129,25 +131,61 @@ function reapRing(r: Ring, now: number): void {
   if (!paused) processRing(r, now);
 }
 
-/** Wait until an asynchronous handler has nothing in flight (ring stop, memory change): no I/O may outlive them. */
-function drainRing(r: Ring): void {
+/** Block until an asynchronous handler has finished something (or `done` says to stop waiting). */
+function awaitCompletions(r: Ring, done: () => boolean, what: string): void {
   const h = r.handler;
   if (h.completionFd === undefined) return;
   const one = Buffer.alloc(8);
   one.writeInt32LE(h.completionFd, 0);
   one.writeInt16LE(POLLIN, 4);
   const deadline = performance.now() + 30_000;
-  while (h.inflight!() > 0) {
+  while (!done()) {
     one.writeInt16LE(0, 6);
     pollFds(one, 1, 100);
     h.reap!();
     if (performance.now() > deadline) {
-      post({ type: 'log', message: `queue ${r.q}: ${h.inflight!()} request(s) still in flight after 30 s` });
+      post({ type: 'log', message: `queue ${r.q}: ${h.inflight!()} request(s) still in flight after 30 s (${what})` });
       break;
     }
   }
   const c = publish(r);
   if (c) bump(r, QS_STAT_CALLS, c);
+}
+
+/**
+ * Requests a previous back-end left in flight (inflight recovery): processed again, in the order it fetched
+ * them, before anything new is popped.
+ */
+function resubmit(r: Ring, heads: readonly number[]): void {
+  const h = r.handler;
+  const async = h.completionFd !== undefined;
+  const at = r.qs + RESUBMIT_OFFSET;
+  let i = 0;
+  while (i < heads.length && !r.broken) {
+    let room = Math.min(RESUBMIT_CAP, heads.length - i);
+    if (async) {
+      awaitCompletions(r, () => h.capacity!() > 0, 'resubmission');
+      room = Math.min(room, h.capacity!());
+    }
+    const u16 = new Uint16Array(data.memory.buffer, at, room);
+    for (let k = 0; k < room; k++) u16[k] = heads[i + k]!;
+    const n = engine.splitPopHeads(r.qs, at, room);
+    if (n < 0) {
+      markBroken(r, -n);
+      return;
+    }
+    if (n === 0) break;
+    h.process(n);
+    if (async) publish(r);
+    else if (engine.splitComplete(r.qs, n) && r.callFd >= 0) eventfdSignal(r.callFd);
+    i += n;
+  }
+}
+
+/** Wait until an asynchronous handler has nothing in flight (ring stop, memory change): no I/O may outlive them. */
+function drainRing(r: Ring): void {
+  const h = r.handler;
+  if (h.completionFd !== undefined) awaitCompletions(r, () => h.inflight!() === 0, 'draining');
 }
 
 const POLL_SLOT = 8;
@@ -256,6 +294,10 @@ const api: QueueWorkerApi = {
       polling: s.kickFd < 0,
       broken: false,
     });
+    const r = rings.get(s.queue)!;
+    if (s.resubmit?.length) resubmit(r, s.resubmit);
+    // a kick that came before the ring started (or was lost with a previous back-end) is not lost
+    processRing(r, performance.now());
   },
   stop(queue: number): StoppedRing {
     const r = rings.get(queue);

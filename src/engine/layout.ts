@@ -85,6 +85,10 @@ export const SEG_LEN = 4; // u32
 export const SEG_FLAGS = 8; // u32 SEG_F_*
 export const SEG_F_WRITE = 1;
 
+// heads to resubmit after a reconnect (u16 each), handed to splitPopHeads in chunks
+export const RESUBMIT_OFFSET = 0x3_f800; // from the queue area start, after the segments
+export const RESUBMIT_CAP = 1024;
+
 // ---- device scratch ----
 export const DEVICE_AREAS = 0x0220_0000;
 export const DEVICE_AREA_SIZE = 0x8_0000;

@@ -7,6 +7,8 @@
 import {
   GUEST_ALIGN,
   GUEST_AREA,
+  INFLIGHT_AREA,
+  INFLIGHT_AREA_MAX,
   MAX_REGIONS,
   MEMORY_MAX_PAGES,
   REGION_ENTRY_SIZE,
@@ -66,6 +68,7 @@ export class GuestMemory {
   readonly base: bigint;
   private regions: MappedRegion[] = [];
   private generation = 0;
+  private inflightLen = 0;
 
   constructor(initialBytes = GUEST_AREA) {
     this.memory = new WebAssembly.Memory({
@@ -145,6 +148,37 @@ export class GuestMemory {
     return true;
   }
 
+  /**
+   * Map the inflight-tracking memfd (GET/SET_INFLIGHT_FD) shared at INFLIGHT_AREA, replacing any earlier one;
+   * the fd is closed here (the mapping keeps the memory). Returns its wasm address.
+   */
+  mapInflight(fd: number, offset: bigint, size: bigint): number {
+    try {
+      if (size === 0n || size > BigInt(INFLIGHT_AREA_MAX))
+        throw new GuestMemoryError(`inflight region of ${size} bytes is not in 1..${INFLIGHT_AREA_MAX}`);
+      if (offset & (SMALL_PAGE - 1n)) throw new GuestMemoryError(`inflight mmap_offset ${offset} is not page-aligned`);
+      if (offset + size > fstat(fd).size) throw new GuestMemoryError(`inflight region [${offset}, +${size}) lies beyond the end of its fd`);
+      this.unmapInflight();
+      const len = alignUp(size, SMALL_PAGE);
+      this.ensureVisible(INFLIGHT_AREA + Number(len));
+      mmap(this.base + BigInt(INFLIGHT_AREA), len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, offset);
+      this.inflightLen = Number(len);
+      return INFLIGHT_AREA;
+    } finally {
+      closeQuietly(fd);
+    }
+  }
+
+  get inflightMapped(): boolean {
+    return this.inflightLen > 0;
+  }
+
+  unmapInflight(): void {
+    if (!this.inflightLen) return;
+    this.cover(INFLIGHT_AREA, this.inflightLen);
+    this.inflightLen = 0;
+  }
+
   /** Drop every region (SET_MEM_TABLE replaces the table; disconnect releases it). */
   clear(): void {
     for (const r of this.regions) this.unmap(r);
@@ -170,16 +204,13 @@ export class GuestMemory {
   }
 
   private unmap(r: MappedRegion): void {
-    // Cover, never unmap: the range stays readable zeros and the region's fd mapping is dropped.
-    mmap(
-      this.base + BigInt(r.mapAddr),
-      r.mapLen,
-      PROT_READ | PROT_WRITE,
-      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-      -1,
-      0n,
-    );
+    this.cover(r.mapAddr, r.mapLen);
     closeQuietly(r.fd);
+  }
+
+  /** Cover, never unmap: the range stays readable zeros and whatever file was mapped there is let go. */
+  private cover(addr: number, len: number): void {
+    mmap(this.base + BigInt(addr), len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0n);
   }
 
   private place(len: bigint, align: bigint): number | undefined {

@@ -23,6 +23,8 @@ export interface RingStart {
   enabled: boolean;
   pollUs: number;
   batch: number;
+  /** heads left in flight by a previous back-end (inflight recovery), to process before anything new */
+  resubmit?: number[];
 }
 
 export interface StoppedRing {

@@ -66,3 +66,30 @@ export function bufferAddress(buf: Uint8Array): bigint {
 
 export const nodePoll = koffi.node.poll;
 export type PollHandle = ReturnType<typeof koffi.node.poll>;
+
+// ---- block device back-end: io_uring (syscalls 425-427), ioctls, mappings seen through views ----
+// glibc's syscall() is variadic but written in assembly (it only moves registers), so fixed all-integer
+// prototypes are safe on x86-64 and avoid koffi's per-call variadic type parsing on the hot path.
+export const rawBlk = {
+  ioUringSetup: libc.func('syscall', 'int64_t', ['int64_t', 'int64_t', 'void *']) as Fn<[number, number, Ptr], number>,
+  ioUringEnter: libc.func('syscall', 'int64_t', ['int64_t', 'int64_t', 'int64_t', 'int64_t', 'int64_t', 'int64_t', 'int64_t']) as Fn<
+    [number, number, number, number, number, number, number],
+    number
+  >,
+  ioUringRegister: libc.func('syscall', 'int64_t', ['int64_t', 'int64_t', 'int64_t', 'void *', 'int64_t']) as Fn<
+    [number, number, number, Ptr, number],
+    number
+  >,
+  /** mmap returning a koffi pointer, for koffi.view() (kernel rings, small shared flags) */
+  mmapPtr: libc.func('mmap', 'void *', ['uint64_t', 'size_t', 'int', 'int', 'int', 'int64_t']) as Fn<
+    [bigint, number, number, number, number, bigint],
+    unknown
+  >,
+  ioctlPtr: libc.func('ioctl', 'int', ['int', 'uint64_t', 'void *']) as Fn<[number, bigint, Ptr], number>,
+  fdatasync: libc.func('int fdatasync(int fd)') as Fn<[number], number>,
+};
+
+/** An ArrayBuffer over native memory (a koffi pointer from rawBlk.mmapPtr), and that memory's address. */
+export function nativeView(ptr: unknown, len: number): { buffer: ArrayBuffer; address: bigint } {
+  return { buffer: koffi.view(ptr, len), address: koffi.address(ptr) };
+}

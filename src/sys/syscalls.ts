@@ -172,3 +172,74 @@ export function pollFds(pfd: Buffer, nfds: number, timeoutMs: number): number {
 export function getpid(): number {
   return raw.getpid();
 }
+
+// ---- block device back-end: io_uring, block-device ioctls, shared mappings seen through views ----
+import { nativeView, rawBlk } from './libc.js';
+
+const SYS_io_uring_setup = 425;
+const SYS_io_uring_enter = 426;
+const SYS_io_uring_register = 427;
+export const MAP_POPULATE = 0x8000;
+
+/** io_uring_setup(entries, params): the ring fd; `params` (120 bytes) is filled in by the kernel. */
+export function ioUringSetup(entries: number, params: Buffer): number {
+  return check('io_uring_setup', rawBlk.ioUringSetup(SYS_io_uring_setup, entries, params), `${entries} entries`);
+}
+
+/**
+ * io_uring_enter(fd, toSubmit, minComplete, flags): SQEs consumed. EINTR, EAGAIN and EBUSY (transient: try
+ * again later) come back as negative errno values instead of throwing, so the hot path can retry.
+ */
+export function ioUringEnter(fd: number, toSubmit: number, minComplete: number, flags: number): number {
+  const r = rawBlk.ioUringEnter(SYS_io_uring_enter, fd, toSubmit, minComplete, flags, 0, 0);
+  if (r >= 0) return r;
+  const e = errno();
+  if (e === Errno.EINTR || e === Errno.EAGAIN || e === Errno.EBUSY) return -e;
+  throw new SysError('io_uring_enter', e, `fd ${fd}`);
+}
+
+export function ioUringRegister(fd: number, opcode: number, arg: Buffer | null, nrArgs: number): number {
+  return check('io_uring_register', rawBlk.ioUringRegister(SYS_io_uring_register, fd, opcode, arg, nrArgs), `opcode ${opcode}`);
+}
+
+/** mmap() seen from JavaScript: an ArrayBuffer over the mapping (unmap with munmap(address, length)). */
+export function mmapView(length: number, prot: number, flags: number, fd: number, offset: bigint): { buffer: ArrayBuffer; address: bigint } {
+  const p = rawBlk.mmapPtr(0n, length, prot, flags, fd, offset);
+  const v = nativeView(p, length);
+  if (v.address === MAP_FAILED) throw new SysError('mmap', errno(), `fd ${fd} len ${length}`);
+  return v;
+}
+
+const BLKSSZGET = 0x1268n;
+const BLKGETSIZE64 = 0x80081272n;
+const BLKDISCARD = 0x1277n;
+const BLKZEROOUT = 0x127fn;
+const BLKPBSZGET = 0x127bn;
+const ioctlBuf = Buffer.alloc(16);
+
+/** Size in bytes of a block device (ioctl BLKGETSIZE64). */
+export function blkGetSize64(fd: number): bigint {
+  check('ioctl', rawBlk.ioctlPtr(fd, BLKGETSIZE64, ioctlBuf), `BLKGETSIZE64 fd ${fd}`);
+  return ioctlBuf.readBigUInt64LE(0);
+}
+
+/** Logical (BLKSSZGET) and physical (BLKPBSZGET) sector sizes of a block device. */
+export function blkSectorSizes(fd: number): { logical: number; physical: number } {
+  ioctlBuf.fill(0);
+  check('ioctl', rawBlk.ioctlPtr(fd, BLKSSZGET, ioctlBuf), `BLKSSZGET fd ${fd}`);
+  const logical = ioctlBuf.readInt32LE(0);
+  ioctlBuf.fill(0);
+  check('ioctl', rawBlk.ioctlPtr(fd, BLKPBSZGET, ioctlBuf), `BLKPBSZGET fd ${fd}`);
+  return { logical, physical: ioctlBuf.readUInt32LE(0) };
+}
+
+/** BLKDISCARD / BLKZEROOUT over [offset, offset + length): 0, or the errno (no throw: the caller maps it to a status). */
+export function blkRangeIoctl(fd: number, zeroOut: boolean, offset: number, length: number): number {
+  ioctlBuf.writeBigUInt64LE(BigInt(offset), 0);
+  ioctlBuf.writeBigUInt64LE(BigInt(length), 8);
+  return rawBlk.ioctlPtr(fd, zeroOut ? BLKZEROOUT : BLKDISCARD, ioctlBuf) < 0 ? errno() : 0;
+}
+
+export function fdatasync(fd: number): void {
+  check('fdatasync', rawBlk.fdatasync(fd), `fd ${fd}`);
+}

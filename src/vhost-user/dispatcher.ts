@@ -80,7 +80,12 @@ export class Dispatcher {
       const answer = await this.run(req, m.fds);
       if (spec!.alwaysReplies) {
         if (!answer) throw new Error(`internal: ${name} produced no reply`);
-        this.send(answer.reply, answer.fds);
+        try {
+          this.send(answer.reply, answer.fds);
+        } finally {
+          // fds travel as copies: ours are closed once sent (or once sending failed)
+          for (const f of answer.fds ?? []) closeQuietly(f);
+        }
       } else if (wantsAck && this.session.hasProtocolFeature(ProtocolFeature.REPLY_ACK)) {
         this.send(this.ack(req.request, 0n));
       }
@@ -167,6 +172,15 @@ export class Dispatcher {
         return s.setConfig(req.payload.offset, req.payload.data);
       case 'SET_BACKEND_REQ_FD':
         return s.setBackendReqFd(fd!);
+      case 'GET_INFLIGHT_FD': {
+        const { numQueues, queueSize } = req.payload;
+        const { size, fd: region } = s.getInflightFd(numQueues, queueSize);
+        return { reply: encodeReply('GET_INFLIGHT_FD', { mmapSize: BigInt(size), mmapOffset: 0n, numQueues, queueSize }), fds: [region] };
+      }
+      case 'SET_INFLIGHT_FD': {
+        const { numQueues, queueSize, mmapSize, mmapOffset } = req.payload;
+        return s.setInflightFd(numQueues, queueSize, mmapSize, mmapOffset, fd!);
+      }
       case 'RESET_DEVICE':
         return s.resetDevice();
       case 'SET_STATUS':

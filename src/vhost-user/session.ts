@@ -6,12 +6,25 @@
  */
 import type { DeviceModel } from '../devices/device.js';
 import { instantiateEngine, loadEngineModule, type EngineExports } from '../engine/engine.js';
-import { ERROR_NAMES, QF_EVENT_IDX, QF_INDIRECT, QS_AVAIL, QS_DESC, QS_LAST_AVAIL, QS_USED, queueArea, REGION_TABLE } from '../engine/layout.js';
+import {
+  ERROR_NAMES,
+  QF_EVENT_IDX,
+  QF_INDIRECT,
+  QF_INFLIGHT,
+  QS_AVAIL,
+  QS_DESC,
+  QS_LAST_AVAIL,
+  QS_NEXT_USED,
+  QS_USED,
+  deviceArea,
+  queueArea,
+  REGION_TABLE,
+} from '../engine/layout.js';
 import { GuestMemory, type RegionSpec } from '../memory/guest-memory.js';
 import type { RingWorkers } from '../queues/ring-workers.js';
 import { queueMapping, QueueWorkerPool } from '../queues/worker-pool.js';
 import type { WorkerEvent } from '../queues/worker-protocol.js';
-import { closeQuietly, eventfdSignal } from '../sys/syscalls.js';
+import { closeQuietly, dup, eventfdSignal, ftruncate, memfdCreate, MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../sys/syscalls.js';
 import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from './constants.js';
 
 export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
@@ -27,7 +40,8 @@ export const CORE_PROTOCOL_FEATURES =
   bit(ProtocolFeature.BACKEND_REQ) |
   bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
   bit(ProtocolFeature.RESET_DEVICE) |
-  bit(ProtocolFeature.STATUS);
+  bit(ProtocolFeature.STATUS) |
+  bit(ProtocolFeature.INFLIGHT_SHMFD);
 
 /** A request the front-end got wrong: the dispatcher logs it and fails the request. */
 export class RequestError extends Error {
@@ -71,6 +85,8 @@ export class Session {
   private owner = false;
   private backendReqFd = NO_FD;
   private closed = false;
+  /** the inflight region (INFLIGHT_SHMFD), once the front-end asked for or handed over one */
+  private inflight: { numQueues: number; queueSize: number; perQueue: number; addr: number } | undefined;
 
   constructor(
     readonly device: DeviceModel,
@@ -315,7 +331,11 @@ export class Session {
     if (typeof t === 'string') throw new RequestError(`vring ${q} cannot start: ${t}`);
     let qf = QF_INDIRECT;
     if (hasBit(this.acked, VIRTIO_F_EVENT_IDX)) qf |= QF_EVENT_IDX;
-    this.engine.splitConfigure(queueArea(q), r.size, qf, t.desc, t.avail, t.used, REGION_TABLE, 0, r.base);
+    const inf = this.inflight && q < this.inflight.numQueues && r.size === this.inflight.queueSize;
+    if (inf) qf |= QF_INFLIGHT;
+    const inflightAddr = inf ? this.inflight!.addr + q * this.inflight!.perQueue : 0;
+    this.engine.splitConfigure(queueArea(q), r.size, qf, t.desc, t.avail, t.used, REGION_TABLE, inflightAddr, r.base);
+    const resubmit = this.recoverInflight(q, r);
     this.pool ??= (this.device.workers ?? ((ctx) => new QueueWorkerPool(ctx)))({
       device: this.device.name,
       deviceOptions: this.device.options,
@@ -334,6 +354,7 @@ export class Session {
       enabled: r.enabled,
       pollUs: this.opts.pollUs ?? 0,
       batch: this.opts.batch ?? 128,
+      resubmit,
     });
   }
 
@@ -348,6 +369,65 @@ export class Session {
       `queue ${e.queue}: ${ERROR_NAMES[e.code] ?? `error ${e.code}`} (descriptor ${e.detail}); ` +
         `the queue is stopped and the device needs a reset`,
     );
+  }
+
+  // ---- inflight tracking (A.10) ----
+  private inflightLayout(numQueues: number, queueSize: number): { perQueue: number; total: number } {
+    if ((queueSize & (queueSize - 1)) !== 0) throw new RequestError(`inflight queue size ${queueSize} is not a power of two`);
+    if (numQueues > this.rings.length) throw new RequestError(`inflight for ${numQueues} queues, the device has ${this.rings.length}`);
+    const perQueue = this.engine.inflightSplitQueueBytes(queueSize);
+    return { perQueue, total: perQueue * numQueues };
+  }
+
+  /** GET_INFLIGHT_FD: a fresh, zeroed region for every queue, mapped here and shared with the front-end. */
+  getInflightFd(numQueues: number, queueSize: number): { size: number; fd: number } {
+    const { perQueue, total } = this.inflightLayout(numQueues, queueSize);
+    const fd = memfdCreate('vhost-wasm-inflight', MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    try {
+      ftruncate(fd, total);
+      const addr = this.memory.mapInflight(dup(fd), 0n, BigInt(total));
+      for (let q = 0; q < numQueues; q++) this.engine.inflightSplitInit(addr + q * perQueue, queueSize);
+      this.inflight = { numQueues, queueSize, perQueue, addr };
+      return { size: total, fd };
+    } catch (e) {
+      closeQuietly(fd);
+      throw e;
+    }
+  }
+
+  /** SET_INFLIGHT_FD: adopt the region the front-end kept (after a back-end restart). */
+  setInflightFd(numQueues: number, queueSize: number, mmapSize: bigint, mmapOffset: bigint, fd: number): void {
+    let perQueue: number;
+    try {
+      const l = this.inflightLayout(numQueues, queueSize);
+      if (BigInt(l.total) > mmapSize) throw new RequestError(`inflight region of ${mmapSize} bytes is smaller than the ${l.total} its queues need`);
+      perQueue = l.perQueue;
+    } catch (e) {
+      closeQuietly(fd);
+      throw e;
+    }
+    const addr = this.memory.mapInflight(fd, mmapOffset, mmapSize);
+    this.inflight = { numQueues, queueSize, perQueue, addr };
+  }
+
+  /**
+   * The heads a previous back-end left in flight on ring q (after repairing a half-committed batch), in the
+   * order it fetched them. last_avail moves past them: every chain popped before is either used or inflight.
+   */
+  private recoverInflight(q: number, r: Ring): number[] {
+    const inf = this.inflight;
+    if (!inf || q >= inf.numQueues || r.size !== inf.queueSize) return [];
+    const qs = queueArea(q);
+    const out = deviceArea(q); // the ring's handler is not running yet: its scratch is free
+    const n = this.engine.inflightSplitRecover(qs, out);
+    const dv = new DataView(this.memory.memory.buffer);
+    const heads: number[] = [];
+    for (let i = 0; i < n; i++) heads.push(dv.getUint16(out + 2 * i, true));
+    if (n > 0) {
+      dv.setUint16(qs + QS_LAST_AVAIL, (dv.getUint16(qs + QS_NEXT_USED, true) + n) & 0xffff, true);
+      this.opts.log(`queue ${q}: resubmitting ${n} request(s) left in flight by the previous back-end`);
+    }
+    return heads;
   }
 
   // ---- config, status, reset ----
@@ -400,5 +480,6 @@ export class Session {
     }
     if (this.backendReqFd >= 0) closeQuietly(this.backendReqFd);
     this.memory.clear();
+    this.memory.unmapInflight();
   }
 }
