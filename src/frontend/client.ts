@@ -80,13 +80,32 @@ export class VhostUserClient {
     this.channel.send(wire, fds);
     if (!reply) return undefined;
     const m = await reply;
+    // replies of this kind carry no fds we want; never leak one a back-end attached anyway
+    for (const f of m.fds) closeQuietly(f);
     if (explicit) return decodeReply(name, m.header, m.payload, m.fds.length, 'explicit') as FrontendReplyPayloads[K];
     const status = decodeReply(name, m.header, m.payload, m.fds.length, 'ack');
     if (status !== 0n) throw new BackendError(`${name} failed: the back-end answered ${status}`);
     return undefined;
   }
 
-  /** The fds of the last explicit reply are handed to the caller through this (GET_INFLIGHT_FD). */
+  /** A request whose explicit reply carries fds (GET_INFLIGHT_FD): the reply and the fds, now the caller's. */
+  requestWithFds<K extends FrontendRequestName>(name: K, payload: FrontendRequestPayloads[K]): Promise<{ reply: FrontendReplyPayloads[K]; fds: number[] }> {
+    const run = this.chain.then(async () => {
+      if (this.ended) throw this.ended;
+      const reply = this.nextMessage();
+      this.channel.send(encodeRequest(name, payload));
+      const m = await reply;
+      try {
+        return { reply: decodeReply(name, m.header, m.payload, m.fds.length, 'explicit') as FrontendReplyPayloads[K], fds: m.fds };
+      } catch (e) {
+        for (const f of m.fds) closeQuietly(f);
+        throw e;
+      }
+    });
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
   private nextMessage(): Promise<RawMessage> {
     return new Promise<RawMessage>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -9,6 +9,7 @@ import { builtPath } from '../runtime/package-root.js';
 import { closeQuietly, eventfd, eventfdDrain, eventfdSignal, POLLIN, pollFds } from '../sys/syscalls.js';
 import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../vhost-user/constants.js';
 import { VhostUserClient } from './client.js';
+import type { InflightDesc } from '../vhost-user/codec.js';
 import type { DriverResult, DriverTask } from './driver-protocol.js';
 import { GuestRam, queueFootprint, type RingPlacement } from './guest-ram.js';
 
@@ -24,6 +25,8 @@ export interface FrontendOptions {
   extraFeatures?: bigint;
   /** send SET_VRING_ENABLE(1) for every ring at set-up (default true) */
   enableRings?: boolean;
+  /** negotiate INFLIGHT_SHMFD when offered and keep the region across reconnects */
+  inflight?: boolean;
 }
 
 export interface Segment {
@@ -43,7 +46,9 @@ const WANTED_PROTOCOL =
   bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) | bit(ProtocolFeature.STATUS) | bit(ProtocolFeature.CONFIG);
 
 export class Frontend {
-  readonly client: VhostUserClient;
+  client: VhostUserClient;
+  inflightFd: number | undefined;
+  private inflightDesc: InflightDesc | undefined;
   readonly ram: GuestRam;
   readonly module = loadEngineModule();
   readonly engine: EngineExports;
@@ -87,7 +92,7 @@ export class Frontend {
     this.features = offered & want;
     if (hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES)) {
       const pf = (await c.request('GET_PROTOCOL_FEATURES', undefined))!;
-      this.protocolFeatures = pf & WANTED_PROTOCOL;
+      this.protocolFeatures = pf & (WANTED_PROTOCOL | (this.opts.inflight ? bit(ProtocolFeature.INFLIGHT_SHMFD) : 0n));
       await c.request('SET_PROTOCOL_FEATURES', this.protocolFeatures);
       c.replyAck = hasBit(this.protocolFeatures, ProtocolFeature.REPLY_ACK);
       if (hasBit(this.protocolFeatures, ProtocolFeature.MQ)) {
@@ -99,19 +104,44 @@ export class Frontend {
     await c.request('SET_FEATURES', this.features);
     const r = this.ram.region;
     await c.request('SET_MEM_TABLE', { regions: [{ gpa: r.gpa, size: r.size, uaddr: r.uaddr, mmapOffset: 0n }] }, [this.ram.fd]);
+    if (hasBit(this.protocolFeatures, ProtocolFeature.INFLIGHT_SHMFD)) await this.setupInflight();
+    const fresh = this.queues.length === 0;
     for (let q = 0; q < this.opts.queues; q++) {
-      const ring = this.ram.placeRing(this.size, this.bufferBytes);
-      const kickFd = eventfd();
-      const callFd = eventfd();
-      this.queues.push({ ring, kickFd, callFd });
+      if (fresh) this.queues.push({ ring: this.ram.placeRing(this.size, this.bufferBytes), kickFd: eventfd(), callFd: eventfd() });
+      const { ring, kickFd, callFd } = this.queues[q]!;
+      // after a reconnect, start where the guest's used ring is, as QEMU does when the back-end went away
+      const base = fresh ? 0 : Atomics.load(new Uint16Array(this.ram.mem.memory.buffer), (ring.used + 2) >>> 1);
       await c.request('SET_VRING_NUM', { index: q, num: this.size });
-      await c.request('SET_VRING_BASE', { index: q, num: 0 });
+      await c.request('SET_VRING_BASE', { index: q, num: base });
       await c.request('SET_VRING_ADDR', { index: q, flags: 0, desc: ring.descUva, used: ring.usedUva, avail: ring.availUva, log: 0n });
       await c.request('SET_VRING_CALL', { index: q, noFd: false }, [callFd]);
       await c.request('SET_VRING_KICK', { index: q, noFd: false }, [kickFd]);
       if (hasBit(this.features, VHOST_USER_F_PROTOCOL_FEATURES) && (this.opts.enableRings ?? true))
         await c.request('SET_VRING_ENABLE', { index: q, num: 1 });
     }
+  }
+
+  /** The inflight region: asked for on the first connection, handed back on every reconnect. */
+  private async setupInflight(): Promise<void> {
+    if (this.inflightFd === undefined) {
+      const m = await this.client.requestWithFds('GET_INFLIGHT_FD', { mmapSize: 0n, mmapOffset: 0n, numQueues: this.opts.queues, queueSize: this.size });
+      if (!m.fds[0]) throw new Error('GET_INFLIGHT_FD: no fd in the reply');
+      this.inflightFd = m.fds[0];
+      this.inflightDesc = m.reply;
+      return;
+    }
+    await this.client.request('SET_INFLIGHT_FD', this.inflightDesc!, [this.inflightFd]);
+  }
+
+  /**
+   * Connect again to the back-end at the same socket (it restarted) and set everything up again on the same
+   * guest RAM and rings, as QEMU does with `reconnect=`: rings resume at the used index, and the inflight region
+   * (if any) is handed back so the back-end can resubmit what was in flight.
+   */
+  async reconnect(): Promise<void> {
+    this.client.close();
+    this.client = VhostUserClient.connect(this.opts.socketPath);
+    await this.setup();
   }
 
   /** Driver state block of queue q, in the front-end's memory. */
@@ -230,6 +260,7 @@ export class Frontend {
     void this.pool?.destroy();
     this.pool = undefined;
     this.client.close();
+    closeQuietly(this.inflightFd);
     for (const q of this.queues) {
       closeQuietly(q.kickFd);
       closeQuietly(q.callFd);

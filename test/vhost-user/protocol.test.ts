@@ -112,6 +112,31 @@ describe('vhost-user back-end end to end', () => {
     expect(backend.logs.join('\n')).not.toMatch(/queue \d: .*(outside|broken|stopped)/);
   });
 
+  it('inflight tracking: after a reconnect the back-end resubmits what a previous back-end left in flight', async () => {
+    backend = startBackend(rngDevice());
+    const fe = await connect(backend, 1, { inflight: true });
+    expect(fe.inflightFd).toBeDefined();
+    for (let i = 0; i < 3; i++) await fe.roundTrip(0, [{ offset: 0, len: 16, write: true }]);
+    expect(await fe.stop()).toEqual([3]);
+    // a chain the "previous back-end" popped and never completed: available, recorded inflight, not used
+    const head = fe.submit(0, [{ offset: 512, len: 64, write: true }]);
+    fe.buffer(0, 512, 64).fill(0);
+    const rec = Buffer.alloc(16);
+    rec.writeUInt8(1, 0); // inflight
+    rec.writeBigUInt64LE(7n, 8); // fetch counter
+    fs.writeSync(fe.inflightFd!, rec, 0, 16, 16 + head * 16);
+    await fe.reconnect();
+    const used = await fe.waitUsed(0);
+    expect(used).toEqual({ id: head, len: 64 });
+    expect(Buffer.from(fe.buffer(0, 512, 64)).equals(Buffer.alloc(64))).toBe(false);
+    expect(backend.logs.join('\n')).toMatch(/resubmitting 1 request/);
+    // and the ring goes on from there
+    expect((await fe.roundTrip(0, [{ offset: 0, len: 8, write: true }])).len).toBe(8);
+    const after = Buffer.alloc(16);
+    fs.readSync(fe.inflightFd!, after, 0, 16, 16 + head * 16);
+    expect(after.readUInt8(0)).toBe(0); // completed: no longer inflight
+  });
+
   it('a kick that came before SET_VRING_ENABLE is not lost (rust-vmm #247)', async () => {
     backend = startBackend(rngDevice());
     const fe = await connect(backend, 1, { enableRings: false });
