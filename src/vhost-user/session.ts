@@ -469,10 +469,19 @@ export class Session {
     this.backendReqFd = fd;
   }
 
-  /** Everything of this connection goes: workers first (they use the memory), then fds and mappings. */
+  /**
+   * Everything of this connection goes: rings stop first (in-flight requests complete, devices flush), then the
+   * workers (they use the memory), then fds and mappings.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const pool = this.pool;
+    if (pool) {
+      const stops = this.rings.map((r, q) => (r.started ? pool.stop(q).catch(() => undefined) : undefined));
+      const limit = new Promise((resolve) => setTimeout(resolve, 5000).unref());
+      await Promise.race([Promise.all(stops), limit]);
+    }
     await this.pool?.close();
     this.pool = undefined;
     for (const r of this.rings) {
