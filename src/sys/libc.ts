@@ -47,6 +47,10 @@ export const raw = {
   recvmsg: libc.func('ssize_t recvmsg(int fd, void *msg, int flags)') as Fn<[number, Ptr, number], number>,
   fstat: libc.func('int fstat(int fd, void *st)') as Fn<[number, Ptr], number>,
   getpid: libc.func('int getpid()') as Fn<[], number>,
+  getsockopt: libc.func('int getsockopt(int fd, int level, int name, void *val, uint32_t *len)') as Fn<
+    [number, number, number, Buffer, Uint32Array],
+    number
+  >,
   dup: libc.func('int dup(int fd)') as Fn<[number], number>,
 };
 

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import { bufferAddress, errno, nodePoll, raw, type PollHandle } from './libc.js';
 import { Errno, SysError } from './errors.js';
-import { closeQuietly, pollFds, POLLOUT } from './syscalls.js';
+import { closeQuietly, fstat, pollFds, POLLOUT, setNonBlocking } from './syscalls.js';
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -17,6 +17,9 @@ const MSG_CTRUNC = 0x8;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_CMSG_CLOEXEC = 0x40000000;
 const SUN_PATH_MAX = 108;
+const SO_ACCEPTCONN = 30;
+const S_IFMT = 0o170000;
+const S_IFSOCK = 0o140000;
 
 /** Most fds one message may carry (vhost-user: 8 memory regions). */
 export const MAX_FDS_PER_MESSAGE = 8;
@@ -69,8 +72,23 @@ export class UnixListener {
     return new UnixListener(fd, path);
   }
 
-  /** Adopt an inherited listening socket (`--fd`). */
+  /**
+   * Adopt an inherited listening socket (`--fd`). It must be one: libuv polling anything else aborts the
+   * process from native code, beyond any catch.
+   */
   static fromFd(fd: number): UnixListener {
+    let st;
+    try {
+      st = fstat(fd);
+    } catch (e) {
+      throw new Error(`--fd ${fd}: not an open file descriptor (${(e as Error).message})`);
+    }
+    if ((st.mode & S_IFMT) !== S_IFSOCK) throw new Error(`--fd ${fd}: not a socket`);
+    const val = Buffer.alloc(4);
+    const len = new Uint32Array([4]);
+    if (raw.getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, val, len) < 0) throw new SysError('getsockopt', errno(), `--fd ${fd}`);
+    if (val.readInt32LE(0) === 0) throw new Error(`--fd ${fd}: the socket is not listening`);
+    setNonBlocking(fd);
     return new UnixListener(fd);
   }
 
