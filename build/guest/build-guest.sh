@@ -436,3 +436,29 @@ echo "$KVER" >"$OUT/kernel-version"
 echo "$KPKG $KPKG_VERSION" >"$OUT/kernel-package"
 echo "$STAMP" >"$OUT/.stamp"
 log "done: kernel $KVER ($KPKG $KPKG_VERSION), initrd.gz $(du -h "$OUT/initrd.gz" | cut -f1)$([[ -n "$FSTAGE" ]] && echo ", initrd-fio.img $(du -h "$OUT/initrd-fio.img" | cut -f1)"), $(elapsed)"
+
+# ==================================================================== appended: e2fsprogs for the blk test
+# The vhost-user-blk guest test (tests/blk.sh, booted with initrd-fio.img) makes a real ext4 file system and
+# checks it: the host's mke2fs and e2fsck with their libraries and /etc/mke2fs.conf go into one more
+# uncompressed cpio layer at the end of initrd-fio.img (later layers add files to the earlier ones). This
+# block runs only after a rebuild above (an up-to-date stamp exits earlier), so the layer is added once per
+# build; the stamp is withdrawn while it works, so a failure here means a rebuild next time.
+if [[ -s "$OUT/initrd-fio.img" ]] && command -v mke2fs >/dev/null 2>&1; then
+  rm -f "$OUT/.stamp"
+  E2STAGE="$(mktemp -d "$OUT/.stage-e2fs.XXXXXX")"
+  trap 'rm -rf "$STAGE" ${FSTAGE:+"$FSTAGE"} "$E2STAGE" "$OUT/initrd.gz.tmp" "$OUT/initrd-fio.img.tmp"' EXIT
+  for b in mke2fs e2fsck; do
+    p="$(command -v "$b" || true)"
+    [[ -n "$p" ]] && copy_with_libs "$E2STAGE" "$(readlink -f "$p")"
+  done
+  ln -sf mke2fs "$E2STAGE/usr/bin/mkfs.ext4"
+  mkdir -p "$E2STAGE/etc/vw"
+  [[ -f /etc/mke2fs.conf ]] && cp /etc/mke2fs.conf "$E2STAGE/etc/"
+  echo yes >"$E2STAGE/etc/vw/has-e2fsprogs"
+  fio_size=$(stat -c %s "$OUT/initrd-fio.img")
+  { cat "$OUT/initrd-fio.img"; head -c $(( (512 - fio_size % 512) % 512 )) /dev/zero; pack "$E2STAGE"; } >"$OUT/initrd-fio.img.tmp"
+  mv -f "$OUT/initrd-fio.img.tmp" "$OUT/initrd-fio.img"
+  rm -rf "$E2STAGE"
+  echo "$STAMP" >"$OUT/.stamp"
+  log "e2fsprogs layer added to initrd-fio.img ($(du -h "$OUT/initrd-fio.img" | cut -f1))"
+fi

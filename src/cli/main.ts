@@ -4,16 +4,22 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { DeviceModel } from '../devices/device.js';
+import { blkCapabilitiesModel, blkDevice } from '../devices/blk.js';
 import { nullDevice } from '../devices/null.js';
 import { rngDevice } from '../devices/rng.js';
 import { VhostUserServer } from '../vhost-user/server.js';
 import { runDemo } from './demo.js';
 import { runDrive } from './drive.js';
+import { runNet } from '../devices/net/cli.js';
+import { NET_USAGE } from '../devices/net/net.js';
 
 const USAGE = `usage:
   vhost-wasm rng  (--socket-path P | --fd N) [--source FILE] [backend options]
   vhost-wasm null (--socket-path P | --fd N) [--queues N] [backend options]
-  vhost-wasm <device> --print-capabilities
+  vhost-wasm blk  (--socket-path P | --fd N) --image FILE [--queues N] [--read-only] [--serial S] [backend options]
+                  (raw image: a regular file or a block device, size a multiple of 512; --queues 1..32;
+                   --serial: GET_ID answer, at most 20 bytes, default from the image name)
+${NET_USAGE}  vhost-wasm <device> --print-capabilities
   vhost-wasm drive --socket-path P --device rng|null [--queues N] [--seconds S] [--json]
                    [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--no-event-idx]
   vhost-wasm demo [--queues N] [--seconds S]        (what npm start runs)
@@ -30,6 +36,9 @@ const BACKEND_OPTIONS = {
   'print-capabilities': { type: 'boolean' },
   queues: { type: 'string' },
   source: { type: 'string' },
+  image: { type: 'string' },
+  'read-only': { type: 'boolean' },
+  serial: { type: 'string' },
   'queue-map': { type: 'string' },
   'poll-us': { type: 'string' },
   batch: { type: 'string' },
@@ -51,6 +60,23 @@ function deviceFor(name: string, v: Record<string, string | boolean | undefined>
       return rngDevice({ source: v['source'] as string | undefined });
     case 'null':
       return nullDevice({ queues: intOption('queues', v['queues'] as string | undefined, 1, 1, 32) });
+    case 'blk': {
+      if (v['image'] === undefined) {
+        if (v['print-capabilities']) return blkCapabilitiesModel();
+        throw new UsageError('blk needs --image FILE');
+      }
+      try {
+        return blkDevice({
+          image: v['image'] as string,
+          queues: intOption('queues', v['queues'] as string | undefined, 1, 1, 32),
+          readOnly: v['read-only'] === true,
+          serial: v['serial'] as string | undefined,
+        });
+      } catch (e) {
+        if (e instanceof UsageError) throw e;
+        throw new UsageError((e as Error).message);
+      }
+    }
     default:
       throw new UsageError(`unknown device '${name}'`);
   }
@@ -72,7 +98,21 @@ async function runBackend(name: string, args: string[]): Promise<void> {
   const queueToWorker = values['queue-map']?.split(',').map((s, i) => intOption(`queue-map[${i}]`, s, 0, 0, 31));
   if (queueToWorker && queueToWorker.length !== device.queues)
     throw new UsageError(`--queue-map names ${queueToWorker.length} queues, the device has ${device.queues}`);
-  const server = new VhostUserServer({
+  // handlers first: the socket file appearing means "ready", and a SIGTERM from then on must exit cleanly
+  let server: VhostUserServer | undefined;
+  // a back-end serves other devices and queues whatever one of them did: log, never die
+  process.on('unhandledRejection', (e) => process.stderr.write(`vhost-wasm ${name}: internal error: ${(e as Error)?.stack ?? e}\n`));
+  const stop = (sig: string): void => {
+    process.stderr.write(`vhost-wasm ${name}: ${sig}, shutting down\n`);
+    void (server?.close() ?? Promise.resolve()).finally(() => process.exit(0));
+    setTimeout(() => {
+      process.stderr.write(`vhost-wasm ${name}: shutdown did not finish within 3 s; exiting anyway\n`);
+      process.exit(1);
+    }, 3000).unref();
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  server = new VhostUserServer({
     device,
     socketPath: values['socket-path'],
     fd: values.fd === undefined ? undefined : intOption('fd', values.fd, 0, 0, 1 << 20),
@@ -80,15 +120,6 @@ async function runBackend(name: string, args: string[]): Promise<void> {
     pollUs: intOption('poll-us', values['poll-us'], 0, 0, 10_000_000),
     batch: intOption('batch', values.batch, 128, 1, 1024),
   }).start();
-  // a back-end serves other devices and queues whatever one of them did: log, never die
-  process.on('unhandledRejection', (e) => process.stderr.write(`vhost-wasm ${name}: internal error: ${(e as Error)?.stack ?? e}\n`));
-  const stop = (sig: string): void => {
-    process.stderr.write(`vhost-wasm ${name}: ${sig}, shutting down\n`);
-    void server.close().finally(() => process.exit(0));
-    setTimeout(() => process.exit(0), 3000).unref();
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -97,7 +128,10 @@ export async function main(argv: string[]): Promise<void> {
     switch (cmd) {
       case 'rng':
       case 'null':
+      case 'blk':
         return await runBackend(cmd, rest);
+      case 'net':
+        return await runNet(rest);
       case 'drive':
         return await runDrive(rest);
       case 'demo':
@@ -116,6 +150,9 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`vhost-wasm: ${(e as Error).message}\n\n${USAGE}`);
       process.exit(2);
     }
-    throw e;
+    // failures the user can act on (a socket that is not there, a back-end that refused) need no stack trace
+    process.stderr.write(`vhost-wasm: ${(e as Error).message}\n`);
+    if (process.env['VHOST_WASM_DEBUG']) process.stderr.write(`${(e as Error).stack}\n`);
+    process.exit(1);
   }
 }

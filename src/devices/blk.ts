@@ -109,6 +109,13 @@ export interface BlkDevice extends DeviceModel {
   close(): void;
 }
 
+export const BLK_CAPABILITIES = ['read-only', 'blk-file'] as const;
+
+/** What `blk --print-capabilities` needs without an image: the name and the capabilities, nothing to serve. */
+export function blkCapabilitiesModel(): DeviceModel {
+  return { name: 'blk', queues: 1, maxQueueSize: 32768, features: 0n, protocolFeatures: 0n, options: {}, capabilities: BLK_CAPABILITIES };
+}
+
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const S_IFBLK = 0o060000;
@@ -132,7 +139,8 @@ export function blkDevice(opts: BlkOptions): BlkDevice {
   const readOnly = opts.readOnly ?? false;
   let fd: number;
   try {
-    fd = fs.openSync(opts.image, (readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | fs.constants.O_CLOEXEC);
+    // libuv opens with O_CLOEXEC
+    fd = fs.openSync(opts.image, readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR);
   } catch (e) {
     throw new Error(`cannot open image '${opts.image}'${readOnly ? '' : ' for writing'}: ${(e as Error).message}`);
   }
@@ -204,7 +212,7 @@ export function blkDevice(opts: BlkOptions): BlkDevice {
       features,
       protocolFeatures: 0n,
       options: { fd: imageFd, size: sizeBytes, readOnly, serial, wceFd: flagFd, blockDevice },
-      capabilities: ['read-only', 'blk-file'],
+      capabilities: BLK_CAPABILITIES,
       imagePath: opts.image,
       sizeBytes,
       readOnly,

@@ -15,6 +15,8 @@ export interface DeviceModel {
   readonly features: bigint;
   /** protocol feature bits the device needs on top of the core set (e.g. CONFIG) */
   readonly protocolFeatures: bigint;
+  /** core protocol feature bits this device must not offer (net: CONFIGURE_MEM_SLOTS, see devices/net/net.ts) */
+  readonly withoutProtocolFeatures?: bigint;
   /** handed to each queue handler */
   readonly options: Record<string, string | number | boolean>;
   /** capabilities for --print-capabilities (the vhost-user.json "features" list) */
@@ -25,4 +27,8 @@ export interface DeviceModel {
   writeConfig?(offset: number, data: Buffer): boolean;
   /** who runs the rings (default: a worker pool per connection) */
   readonly workers?: RingWorkersFactory;
+  /** net: SEND_RARP (protocol feature RARP) asks the device to announce this MAC */
+  sendRarp?(mac: Uint8Array): void | Promise<void>;
+  /** net: NET_SET_MTU (protocol feature MTU), already checked to be in 68..65535 */
+  setMtu?(mtu: number): void;
 }

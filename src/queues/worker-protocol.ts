@@ -25,6 +25,8 @@ export interface RingStart {
   batch: number;
   /** heads left in flight by a previous back-end (inflight recovery), to process before anything new */
   resubmit?: number[];
+  /** the connection's acked virtio features (devices whose data path depends on them: net's header, offloads) */
+  features?: bigint;
 }
 
 export interface StoppedRing {

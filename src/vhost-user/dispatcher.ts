@@ -68,7 +68,7 @@ export class Dispatcher {
     try {
       req = decodeRequest(m.header, m.payload, m.fds.length);
       checkGate(FRONTEND_MESSAGES[req.request]!, {
-        features: this.session.acknowledgedFeatures,
+        features: this.session.gateFeatures,
         protocolFeatures: this.protocolAcked(req.name),
       });
     } catch (e) {
@@ -170,6 +170,10 @@ export class Dispatcher {
         };
       case 'SET_CONFIG':
         return s.setConfig(req.payload.offset, req.payload.data);
+      case 'SEND_RARP':
+        return s.sendRarp(req.payload);
+      case 'NET_SET_MTU':
+        return s.setMtu(req.payload);
       case 'SET_BACKEND_REQ_FD':
         return s.setBackendReqFd(fd!);
       case 'GET_INFLIGHT_FD': {

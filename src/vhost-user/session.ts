@@ -81,6 +81,7 @@ export class Session {
   private readonly rings: Ring[];
   private acked = 0n;
   private protocolAcked = 0n;
+  private protocolSet = false;
   private status = 0;
   private owner = false;
   private backendReqFd = NO_FD;
@@ -108,7 +109,16 @@ export class Session {
   get offeredProtocolFeatures(): bigint {
     let f = CORE_PROTOCOL_FEATURES | this.device.protocolFeatures;
     if (this.device.readConfig) f |= bit(ProtocolFeature.CONFIG);
-    return f;
+    return f & ~(this.device.withoutProtocolFeatures ?? 0n);
+  }
+
+  /**
+   * Virtio features for the dispatcher's feature gate. VHOST_USER_F_PROTOCOL_FEATURES counts as negotiated once
+   * the protocol features were (that exchange exists only when bit 30 is offered): QEMU's vhost-user-net sends
+   * SET_VRING_ENABLE before SET_FEATURES (when the guest acks its features, before the device starts).
+   */
+  get gateFeatures(): bigint {
+    return this.protocolSet ? this.acked | bit(VHOST_USER_F_PROTOCOL_FEATURES) : this.acked;
   }
 
   get acknowledgedFeatures(): bigint {
@@ -156,6 +166,7 @@ export class Session {
     const extra = f & ~this.offeredProtocolFeatures;
     if (extra) throw new RequestError(`SET_PROTOCOL_FEATURES acks bits never offered: 0x${extra.toString(16)}`);
     this.protocolAcked = f;
+    this.protocolSet = true;
   }
 
   setOwner(): void {
@@ -355,6 +366,7 @@ export class Session {
       pollUs: this.opts.pollUs ?? 0,
       batch: this.opts.batch ?? 128,
       resubmit,
+      features: this.acked,
     });
   }
 
@@ -428,6 +440,22 @@ export class Session {
       this.opts.log(`queue ${q}: resubmitting ${n} request(s) left in flight by the previous back-end`);
     }
     return heads;
+  }
+
+  // ---- net: SEND_RARP, NET_SET_MTU ----
+  /** SEND_RARP: the u64's first 6 bytes (host order) are the MAC to announce. */
+  async sendRarp(payload: bigint): Promise<void> {
+    if (!this.device.sendRarp) throw new RequestError(`SEND_RARP: a ${this.device.name} device has no MAC to announce`);
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(payload & 0xffff_ffff_ffff_ffffn);
+    await this.device.sendRarp(new Uint8Array(b.subarray(0, 6)));
+  }
+
+  /** NET_SET_MTU: 68..65535 (RFC 791 minimum, 16-bit config field). */
+  setMtu(mtu: bigint): void {
+    if (!this.device.setMtu) throw new RequestError(`NET_SET_MTU: a ${this.device.name} device has no MTU`);
+    if (mtu < 68n || mtu > 65535n) throw new RequestError(`NET_SET_MTU ${mtu} is outside 68..65535`);
+    this.device.setMtu(Number(mtu));
   }
 
   // ---- config, status, reset ----
