@@ -2,9 +2,10 @@
  * `npm run bench`: the issue-2 benchmark. The null device in a separate back-end process, driven by the
  * built-in front-end from this process: 1 and 2 queues, eventfd and polling, chains/s per queue and
  * kicks/calls per chain; then the kick-to-call round trip beside the C eventfd ping-pong, built and run here,
- * C bracketing each of our runs.
+ * C bracketing each of our runs. Then the blk benchmark (bench/blk.ts): our vhost-user-blk back-end against
+ * qemu-storage-daemon through the built-in front-end, and with --guest in a QEMU guest with fio.
  *
- *   node build/out/bench/run.js [--quick] [--seconds S] [--rounds N] [--json]
+ *   node build/out/bench/run.js [--quick] [--seconds S] [--rounds N] [--json] [--no-blk | --blk-only] [--guest]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -12,6 +13,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { drive, type DriveReport } from '../src/cli/drive.js';
 import { Backend, killAllBackends, refuseNewBackends, type BackendOptions } from './backend.js';
+import { blkCleanup, blkDefaults, formatBlkResults, refuseNewBlkProcs, runBlkBench, writeBlkResults, type BlkBenchResults } from './blk.js';
 import { buildPingPong, runPingPong } from './c-baseline.js';
 import { resultsRoot } from './paths.js';
 import {
@@ -30,11 +32,18 @@ const QUEUE_SIZE = 256;
 const BATCH = 128;
 const POLL_US = 1_000_000;
 
-const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rounds N] [--json]
-  --quick       1 s per run, one latency round (C, ours, C)
+const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rounds N] [--json] [--no-blk | --blk-only] [--guest]
+  --quick       1 s per run, one latency round (C, ours, C); blk: 1 s per run, 2 rounds
   --seconds S   seconds per run (default 3; 1 with --quick)
   --rounds N    latency rounds, C ping-pong before and after each (default 5; 1 with --quick)
   --json        print the results JSON on stdout instead of the table (progress goes to stderr)
+  --no-blk      skip the blk comparison (ours vs qemu-storage-daemon)
+  --blk-only    run only the blk comparison
+  --blk-seconds S, --blk-rounds N
+                blk front-end: seconds per run (default 2) and rounds of ours, QSD (default 3)
+  --guest       blk also in a QEMU TCG guest with fio (slow: four guest boots)
+  --guest-seconds S
+                fio seconds per job in the guest (default 5)
 `;
 
 const progress = (s: string): void => void process.stderr.write(`[bench] ${s}\n`);
@@ -43,6 +52,7 @@ const errMsg = (e: unknown): string => (e instanceof Error ? e.message : String(
 let tmpDir: string | undefined;
 function cleanup(): void {
   killAllBackends('SIGKILL');
+  blkCleanup('SIGKILL');
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
   tmpDir = undefined;
 }
@@ -51,7 +61,9 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.once(sig, () => {
     progress(`${sig}: killing the back-ends`);
     refuseNewBackends();
+    refuseNewBlkProcs();
     killAllBackends('SIGTERM');
+    blkCleanup('SIGTERM');
     setTimeout(() => {
       cleanup();
       process.exit(sig === 'SIGINT' ? 130 : 143);
@@ -175,6 +187,12 @@ async function main(): Promise<void> {
       seconds: { type: 'string' },
       rounds: { type: 'string' },
       json: { type: 'boolean' },
+      'no-blk': { type: 'boolean' },
+      'blk-only': { type: 'boolean' },
+      'blk-seconds': { type: 'string' },
+      'blk-rounds': { type: 'string' },
+      guest: { type: 'boolean' },
+      'guest-seconds': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -187,10 +205,28 @@ async function main(): Promise<void> {
   const rounds = Number(values.rounds ?? (quick ? 1 : 5));
   if (!(seconds > 0 && seconds <= 600)) throw new Error(`--seconds must be in (0, 600], got '${values.seconds}'`);
   if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= 20)) throw new Error(`--rounds must be an integer 1..20, got '${values.rounds}'`);
+  if (values['no-blk'] && values['blk-only']) throw new Error('--no-blk and --blk-only exclude each other');
+  if (values['no-blk'] && values.guest) throw new Error('--guest is part of the blk comparison: drop --no-blk');
+  const bd = blkDefaults(quick);
+  const blkSeconds = Number(values['blk-seconds'] ?? bd.seconds);
+  const blkRounds = Number(values['blk-rounds'] ?? bd.rounds);
+  const guestSeconds = Number(values['guest-seconds'] ?? 5);
+  if (!(blkSeconds > 0 && blkSeconds <= 600)) throw new Error(`--blk-seconds must be in (0, 600], got '${values['blk-seconds']}'`);
+  if (!(Number.isInteger(blkRounds) && blkRounds >= 1 && blkRounds <= 20)) throw new Error(`--blk-rounds must be an integer 1..20, got '${values['blk-rounds']}'`);
+  if (!(Number.isInteger(guestSeconds) && guestSeconds >= 1 && guestSeconds <= 120)) throw new Error(`--guest-seconds must be an integer 1..120, got '${values['guest-seconds']}'`);
+  const runBlk = async (): Promise<BlkBenchResults> =>
+    runBlkBench({ seconds: blkSeconds, rounds: blkRounds, quick, guest: values.guest ?? false, guestSeconds, tmpDir: tmpDir!, progress });
 
   const cpus = os.cpus().length;
   const startedAt = new Date();
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhost-wasm-bench-'));
+  if (values['blk-only']) {
+    const b = await runBlk();
+    const p = writeBlkResults(b, path.join(resultsRoot, startedAt.toISOString().replace(/:/g, '-')));
+    process.stdout.write((values.json ? JSON.stringify({ blk: b }, null, 2) : formatBlkResults(b, p)) + '\n');
+    progress(`done in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)} s`);
+    return;
+  }
   const r: BenchResults = {
     benchmark: 'issue2',
     startedAt: startedAt.toISOString(),
@@ -277,9 +313,13 @@ async function main(): Promise<void> {
   if (best) r.best = { perQueueChainsPerSec: best.v, scenario: best.s.name, oversubscribed: best.s.oversubscribed, target: PER_QUEUE_TARGET, pass: best.v >= PER_QUEUE_TARGET };
   if (bestFair) r.bestNotOversubscribed = { perQueueChainsPerSec: bestFair.v, scenario: bestFair.s.name };
 
+  // 4. blk: ours vs qemu-storage-daemon (bench/blk.ts)
+  const blk = values['no-blk'] ? undefined : await runBlk();
+
   r.finishedAt = new Date().toISOString();
   r.host.loadavgAtEnd = os.loadavg();
   const dir = path.join(resultsRoot, startedAt.toISOString().replace(/:/g, '-'));
+  const blkPath = blk ? writeBlkResults(blk, dir) : undefined;
   let jsonPath: string | undefined;
   try {
     fs.mkdirSync(dir, { recursive: true });
@@ -290,10 +330,12 @@ async function main(): Promise<void> {
     jsonPath = undefined;
   }
   if (values.json) {
-    process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    process.stdout.write(JSON.stringify(blk ? { ...r, blk } : r, null, 2) + '\n');
     if (jsonPath) progress(`results: ${jsonPath}`);
+    if (blkPath) progress(`blk results: ${blkPath}`);
   } else {
     process.stdout.write(formatResults(r, jsonPath) + '\n');
+    if (blk) process.stdout.write('\n' + formatBlkResults(blk, blkPath) + '\n');
   }
   progress(`done in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)} s`);
 }

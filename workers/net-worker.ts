@@ -319,8 +319,8 @@ function copyFrame(src: Uint8Array): boolean {
   return true;
 }
 
-/** Fill RX chains of `ring` (lock held) with hdrOut + the frame. */
-function deliverLocked(dp: Port, ring: RxRing, src: Uint8Array, frameLen: number): void {
+/** Fill RX chains of `ring` (lock held) with hdrOut + the frame; true when it was delivered. */
+function deliverLocked(dp: Port, ring: RxRing, src: Uint8Array, frameLen: number): boolean {
   const v = dp.views.refresh();
   dEngine = dp.engine;
   dRing = ring;
@@ -331,12 +331,12 @@ function deliverLocked(dp: Port, ring: RxRing, src: Uint8Array, frameLen: number
   dChains = 0;
   if (v.u32[(ring.qs + QS_ERROR) >>> 2] !== 0) {
     ring.broken = true; // another worker found it broken and reported it
-    return;
+    return false;
   }
   const lastAvail = v.dv.getUint16(ring.qs + QS_LAST_AVAIL, true);
   if (!popChain()) {
     if (!ring.broken) bump(dp.port, ST_RX_DROP_NO_BUFFER);
-    return;
+    return false;
   }
   const hdrLen = dp.hdrLen;
   const room = dU32[(ring.qs + CHAINS_OFFSET + CH_WRITE_LEN) >>> 2]!;
@@ -345,7 +345,7 @@ function deliverLocked(dp: Port, ring: RxRing, src: Uint8Array, frameLen: number
     dEngine.splitPushUsed(ring.qs, usedHeads[0]!, 0);
     markDirty(ring);
     bump(dp.port, ST_RX_DROP_TOO_SMALL);
-    return;
+    return false;
   }
   put(hdrOut, 0, F.HDR_LEN_LEGACY);
   let nb0 = -1;
@@ -366,7 +366,7 @@ function deliverLocked(dp: Port, ring: RxRing, src: Uint8Array, frameLen: number
       }
       bump(dp.port, ST_RX_DROP_NO_BUFFER);
     }
-    return;
+    return false;
   }
   if (nb0 >= 0) {
     dU8[nb0] = dChains & 0xff;
@@ -377,6 +377,7 @@ function deliverLocked(dp: Port, ring: RxRing, src: Uint8Array, frameLen: number
   bump(dp.port, ST_RX_FRAMES);
   bump(dp.port, ST_RX_BYTES, frameLen);
   bump(dp.port, ST_RX_PAIR + ring.pair);
+  return true;
 }
 
 function markDirty(r: RxRing): void {
@@ -453,13 +454,14 @@ function toPort(d: number, src: Uint8Array, frameLen: number, pair: number): voi
     patchPos = -1;
     hdrOut[F.HDR_FLAGS] = fFlags & F.VIRTIO_NET_HDR_F_NEEDS_CSUM;
   }
+  let delivered = false;
   lock(ring.lock);
   try {
-    deliverLocked(dp, ring, src, frameLen);
+    delivered = deliverLocked(dp, ring, src, frameLen);
   } finally {
     unlock(ring.lock);
   }
-  if (action === F.OFFLOAD_CSUM) bump(d, ST_RX_CSUM_FIXED);
+  if (delivered && action === F.OFFLOAD_CSUM) bump(d, ST_RX_CSUM_FIXED);
 }
 
 /**

@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { DRV_FIXED_READ, DRV_FIXED_WRITE } from '../engine/layout.js';
 import type { DriverResult } from '../frontend/driver-protocol.js';
 import { Frontend } from '../frontend/frontend.js';
+import { formatBlkReport, runBlkLoad, type BlkReport, type BlkRw } from '../frontend/blk-load.js';
 import { intOption, UsageError } from './main.js';
 
 export interface DriveOptions {
@@ -69,6 +70,27 @@ export async function drive(o: DriveOptions): Promise<DriveReport> {
   }
 }
 
+export interface DriveBlkOptions {
+  socketPath: string;
+  queues: number;
+  iodepth: number;
+  bs: number;
+  rw: BlkRw;
+  seconds: number;
+  polling?: boolean;
+  queueSize?: number;
+  eventIdx?: boolean;
+}
+
+/**
+ * `drive --device blk`: the virtio-blk load (src/frontend/blk-load.ts) against any vhost-user-blk back-end.
+ * The report: device 'blk', rw, bs, iodepth, queueCount, seconds, iops, mibPerSec, errors and per queue
+ * (queue, iops, mibPerSec, completions, errors, latency percentiles, kicks/calls per request).
+ */
+export function driveBlk(o: DriveBlkOptions): Promise<BlkReport> {
+  return runBlkLoad(o);
+}
+
 export function formatReport(r: DriveReport): string {
   const lines = r.queues.map((q) => {
     const lat = q.latency ? `  kick->call p50 ${q.latency.p50Us.toFixed(1)} us p99 ${q.latency.p99Us.toFixed(1)} us` : '';
@@ -83,6 +105,14 @@ export function formatReport(r: DriveReport): string {
     `  total: ${(r.chainsPerSec / 1e6).toFixed(3)} M chains/s${r.errors ? `  ERRORS ${r.errors}` : ''}`,
   ].join('\n');
 }
+
+export const DRIVE_USAGE = `usage:
+  vhost-wasm drive --socket-path P --device rng|null [--queues N] [--seconds S] [--json]
+                   [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--buf-len N] [--no-event-idx]
+  vhost-wasm drive --socket-path P --device blk [--queues N] [--iodepth D] [--bs B] [--rw randread|randwrite]
+                   [--seconds S] [--json] [--polling] [--queue-size N] [--no-event-idx]
+                   (any vhost-user-blk back-end; defaults: iodepth 32 per queue, bs 4096, randread)
+`;
 
 export async function runDrive(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -100,10 +130,42 @@ export async function runDrive(args: string[]): Promise<void> {
       'desc-per-chain': { type: 'string' },
       'buf-len': { type: 'string' },
       'no-event-idx': { type: 'boolean' },
+      iodepth: { type: 'string' },
+      bs: { type: 'string' },
+      rw: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
     },
   });
+  if (values.help) {
+    process.stdout.write(DRIVE_USAGE);
+    return;
+  }
   if (!values['socket-path']) throw new UsageError('drive needs --socket-path');
-  if (values.device !== 'rng' && values.device !== 'null') throw new UsageError(`--device must be rng or null, got '${values.device}'`);
+  if (values.device === 'blk') {
+    for (const o of ['mode', 'desc-per-chain', 'buf-len'] as const)
+      if (values[o] !== undefined && !(o === 'mode' && values[o] === 'throughput')) throw new UsageError(`--${o} does not apply to --device blk`);
+    const rw = values.rw ?? 'randread';
+    if (rw !== 'randread' && rw !== 'randwrite') throw new UsageError(`--rw must be randread or randwrite, got '${rw}'`);
+    const bs = intOption('bs', values.bs, 4096, 512, 1 << 20);
+    if (bs % 512 !== 0) throw new UsageError(`--bs must be a multiple of 512, got '${values.bs}'`);
+    const seconds = Number(values.seconds ?? 5);
+    if (!(seconds > 0 && seconds <= 3600)) throw new UsageError(`--seconds must be in (0, 3600], got '${values.seconds}'`);
+    const report = await driveBlk({
+      socketPath: values['socket-path'],
+      queues: intOption('queues', values.queues, 1, 1, 32),
+      iodepth: intOption('iodepth', values.iodepth, 32, 1, 1024),
+      bs,
+      rw,
+      seconds,
+      polling: values.polling ?? false,
+      queueSize: values['queue-size'] === undefined ? undefined : intOption('queue-size', values['queue-size'], 256, 1, 32768),
+      eventIdx: !values['no-event-idx'],
+    });
+    process.stdout.write((values.json ? JSON.stringify(report) : formatBlkReport(report)) + '\n');
+    return;
+  }
+  for (const o of ['iodepth', 'bs', 'rw'] as const) if (values[o] !== undefined) throw new UsageError(`--${o} applies to --device blk only`);
+  if (values.device !== 'rng' && values.device !== 'null') throw new UsageError(`--device must be rng, null or blk, got '${values.device}'`);
   if (values.mode !== 'throughput' && values.mode !== 'latency') throw new UsageError(`--mode must be throughput or latency`);
   const report = await drive({
     socketPath: values['socket-path'],

@@ -1,0 +1,462 @@
+/**
+ * The blk benchmark: our vhost-user-blk back-end (`vhost-wasm blk`) against qemu-storage-daemon's
+ * vhost-user-blk export, on the same 256 MiB image on tmpfs (/dev/shm).
+ *
+ * 1. Front-end (the comparison that measures the back-ends): the built-in front-end's virtio-blk load
+ *    (`drive --device blk`, src/frontend/blk-load.ts) in this process, 4k random read and random write at
+ *    iodepth 32 per queue, 1 and 4 queues; runs interleaved ours, QSD, ours, QSD, ... Ratio = mean IOPS of
+ *    ours / mean IOPS of QSD. Headline: 4 queues randread, target >= 1.5.
+ * 2. Guest (`--guest` only, slow): a QEMU TCG guest runs fio 4k randread and randwrite, iodepth 32, one job
+ *    per queue, 1 and 4 queues, on each back-end in turn; target: ratio >= 1.0 (the emulated guest bounds both).
+ *
+ * Runnable alone: node build/out/bench/blk.js [--quick] [--seconds S] [--rounds N] [--guest] [--json]
+ * (npm run bench runs it after the null-device suite).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { runBlkLoad, type BlkReport, type BlkRw } from '../src/frontend/blk-load.js';
+import { findQsd, killAllBlkProcs, makeImage, oursCommand, refuseNewBlkProcs, SocketServer, startQsd, type QsdAio } from './blk-procs.js';
+import { guestFioAvailable, makeBenchInitrd, runGuestFio, type GuestFioResult } from './guest-fio.js';
+import { resultsRoot } from './paths.js';
+
+export const BLK_HEADLINE_TARGET = 1.5;
+export const BLK_GUEST_TARGET = 1.0;
+const IMAGE_BYTES = 256 << 20;
+const BS = 4096;
+const IODEPTH = 32;
+const QUEUE_COUNTS = [1, 4] as const;
+const RWS: readonly BlkRw[] = ['randread', 'randwrite'];
+
+export type BlkBackendName = 'ours' | 'qsd';
+
+/** Seconds per front-end run and rounds of (ours, QSD): short runs, several rounds, against a noisy machine. */
+export function blkDefaults(quick: boolean): { seconds: number; rounds: number } {
+  return quick ? { seconds: 1, rounds: 2 } : { seconds: 2, rounds: 3 };
+}
+
+export interface BlkBenchOptions {
+  /** seconds per front-end run */
+  seconds: number;
+  /** rounds of (ours, QSD) per scenario */
+  rounds: number;
+  quick: boolean;
+  guest: boolean;
+  /** fio seconds per job in the guest */
+  guestSeconds: number;
+  /** scratch directory (sockets, the guest's initrd copy) */
+  tmpDir: string;
+  progress: (s: string) => void;
+}
+
+export interface BlkFrontendRun {
+  backend: BlkBackendName;
+  round: number;
+  ok: boolean;
+  error?: string;
+  iops?: number;
+  mibPerSec?: number;
+  errors?: number;
+  p50Us?: number;
+  p99Us?: number;
+  kicksPerRequest?: number;
+  callsPerRequest?: number;
+  perQueueIops?: number[];
+  loadavg1?: number;
+}
+
+export interface BlkFrontendScenario {
+  name: string;
+  queues: number;
+  rw: BlkRw;
+  bs: number;
+  iodepth: number;
+  runs: BlkFrontendRun[];
+  oursIops?: number;
+  qsdIops?: number;
+  /** mean ours / mean QSD */
+  ratio?: number;
+  /** per round: ours / QSD of the same round */
+  roundRatios: number[];
+  headline: boolean;
+  target?: number;
+  pass?: boolean;
+}
+
+export interface BlkGuestScenario {
+  queues: number;
+  jobs: number;
+  ours?: GuestFioResult;
+  qsd?: GuestFioResult;
+  randreadRatio?: number;
+  randwriteRatio?: number;
+  target: number;
+  pass?: boolean;
+}
+
+export interface BlkBenchResults {
+  benchmark: 'blk';
+  startedAt: string;
+  finishedAt?: string;
+  host: { cpus: number; cpuModel: string; node: string; release: string; loadavgAtStart: number[]; loadavgAtEnd?: number[] };
+  options: { seconds: number; rounds: number; quick: boolean; guest: boolean; guestSeconds: number; bs: number; iodepth: number; imageBytes: number };
+  image: string;
+  ours: { commands: string[][] };
+  qsd: { binary?: string; version?: string; aio?: QsdAio; aioFallback?: string; ioUringFds?: number; commands: string[][]; error?: string };
+  frontend: BlkFrontendScenario[];
+  headline: { scenario: string; ratio?: number; target: number; pass?: boolean };
+  guest?: { ok: boolean; error?: string; seconds: number; scenarios: BlkGuestScenario[] };
+  errors: string[];
+}
+
+const errMsg = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+const mean = (xs: number[]): number | undefined => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : undefined);
+
+async function withTimeout<T>(p: Promise<T>, ms: number, what: string, onTimeout: () => Promise<void>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => void onTimeout().finally(() => reject(new Error(`${what}: no result within ${Math.round(ms / 1000)} s`))), ms);
+  });
+  try {
+    return await Promise.race([p, t]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function frontendRun(server: SocketServer, backend: BlkBackendName, round: number, queues: number, rw: BlkRw, seconds: number): Promise<BlkFrontendRun> {
+  const run: BlkFrontendRun = { backend, round, ok: false, loadavg1: os.loadavg()[0] };
+  try {
+    const r: BlkReport = await withTimeout(
+      runBlkLoad({ socketPath: server.socketPath, queues, iodepth: IODEPTH, bs: BS, rw, seconds }),
+      (seconds * 3 + 30) * 1000,
+      `${backend} ${queues}q ${rw}`,
+      () => server.stop(),
+    );
+    if (!server.alive) throw new Error(`back-end died during the run (${server.describeExit()}): ${server.log}`);
+    Object.assign(run, {
+      ok: true,
+      iops: r.iops,
+      mibPerSec: r.mibPerSec,
+      errors: r.errors,
+      p50Us: r.latency.p50Us,
+      p99Us: r.latency.p99Us,
+      kicksPerRequest: r.kicksPerRequest,
+      callsPerRequest: r.callsPerRequest,
+      perQueueIops: r.queues.map((q) => q.iops),
+    });
+  } catch (e) {
+    run.error = `${errMsg(e)}${server.alive ? '' : ` (back-end ${server.describeExit()}: ${server.log})`}`;
+  }
+  return run;
+}
+
+export async function runBlkBench(o: BlkBenchOptions): Promise<BlkBenchResults> {
+  const startedAt = new Date();
+  const r: BlkBenchResults = {
+    benchmark: 'blk',
+    startedAt: startedAt.toISOString(),
+    host: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', node: process.version, release: os.release(), loadavgAtStart: os.loadavg() },
+    options: { seconds: o.seconds, rounds: o.rounds, quick: o.quick, guest: o.guest, guestSeconds: o.guestSeconds, bs: BS, iodepth: IODEPTH, imageBytes: IMAGE_BYTES },
+    image: '',
+    ours: { commands: [] },
+    qsd: { commands: [] },
+    frontend: [],
+    headline: { scenario: '4q randread', target: BLK_HEADLINE_TARGET },
+    errors: [],
+  };
+  const shm = fs.existsSync('/dev/shm') ? '/dev/shm' : o.tmpDir;
+  const image = path.join(shm, `vhost-wasm-bench-${process.pid}.img`);
+  r.image = image;
+  const qsd = findQsd();
+  r.qsd.binary = qsd.binary;
+  r.qsd.version = qsd.version;
+  if (qsd.error) {
+    r.qsd.error = qsd.error;
+    r.errors.push(`qemu-storage-daemon: ${qsd.error}`);
+    o.progress(`blk: qemu-storage-daemon unavailable (${qsd.error}): ours only, no ratios`);
+  }
+  try {
+    o.progress(`blk: ${IMAGE_BYTES >> 20} MiB image on ${shm}`);
+    makeImage(image, IMAGE_BYTES);
+
+    // ---- 1. front-end ----
+    for (const queues of QUEUE_COUNTS) {
+      const oursSock = path.join(o.tmpDir, `blk-ours-${queues}.sock`);
+      const qsdSock = path.join(o.tmpDir, `blk-qsd-${queues}.sock`);
+      let ours: SocketServer | undefined;
+      let q: SocketServer | undefined;
+      const scenarios = RWS.map(
+        (rw): BlkFrontendScenario => ({ name: `${queues}q ${rw}`, queues, rw, bs: BS, iodepth: IODEPTH, runs: [], roundRatios: [], headline: queues === 4 && rw === 'randread' }),
+      );
+      try {
+        const cmd = oursCommand(oursSock, image, queues);
+        r.ours.commands.push(cmd.slice(1));
+        ours = await SocketServer.start(cmd, oursSock);
+      } catch (e) {
+        r.errors.push(`starting ours (${queues} queues): ${errMsg(e)}`);
+      }
+      if (qsd.binary) {
+        try {
+          const s = await startQsd(qsd.binary, qsdSock, image, queues);
+          q = s.server;
+          r.qsd.commands.push(s.server.command);
+          r.qsd.aio ??= s.aio;
+          if (s.fallback) {
+            r.qsd.aioFallback ??= s.fallback;
+            o.progress(`blk: qemu-storage-daemon with aio=io_uring failed, using aio=threads: ${s.fallback.split('\n')[0]}`);
+          }
+        } catch (e) {
+          r.errors.push(`starting qemu-storage-daemon (${queues} queues): ${errMsg(e)}`);
+        }
+      }
+      try {
+        for (const sc of scenarios) {
+          o.progress(`blk front-end ${sc.name}: ${o.rounds} round(s) of ours, QSD, ${o.seconds} s each`);
+          for (let round = 1; round <= o.rounds; round++) {
+            const pair: Partial<Record<BlkBackendName, BlkFrontendRun>> = {};
+            for (const [name, server] of [
+              ['ours', ours],
+              ['qsd', q],
+            ] as const) {
+              if (!server) continue;
+              const run = server.alive ? await frontendRun(server, name, round, queues, sc.rw, o.seconds) : { backend: name, round, ok: false, error: `back-end gone (${server.describeExit()}): ${server.log}` };
+              if (name === 'qsd' && r.qsd.ioUringFds === undefined && server.alive) r.qsd.ioUringFds = server.ioUringFds();
+              sc.runs.push(run);
+              pair[name] = run;
+              if (run.ok) o.progress(`  ${name.padEnd(4)} ${(run.iops! / 1e3).toFixed(1)} k IOPS  p50 ${run.p50Us!.toFixed(0)} us${run.errors ? `  ERRORS ${run.errors}` : ''}`);
+              else o.progress(`  ${name} FAILED: ${run.error}`);
+              if (!run.ok) r.errors.push(`${name} ${sc.name} round ${round}: ${run.error}`);
+              else if (run.errors) r.errors.push(`${name} ${sc.name} round ${round}: ${run.errors} requests failed`);
+            }
+            if (pair.ours?.ok && pair.qsd?.ok && pair.qsd.iops! > 0) sc.roundRatios.push(pair.ours.iops! / pair.qsd.iops!);
+          }
+          sc.oursIops = mean(sc.runs.filter((x) => x.backend === 'ours' && x.ok).map((x) => x.iops!));
+          sc.qsdIops = mean(sc.runs.filter((x) => x.backend === 'qsd' && x.ok).map((x) => x.iops!));
+          if (sc.oursIops !== undefined && sc.qsdIops) sc.ratio = sc.oursIops / sc.qsdIops;
+          if (sc.headline) {
+            sc.target = BLK_HEADLINE_TARGET;
+            if (sc.ratio !== undefined) sc.pass = sc.ratio >= BLK_HEADLINE_TARGET;
+          }
+          r.frontend.push(sc);
+        }
+      } finally {
+        await ours?.stop();
+        await q?.stop();
+      }
+    }
+    const h = r.frontend.find((s) => s.headline);
+    if (h) Object.assign(r.headline, { ratio: h.ratio, pass: h.pass });
+
+    // ---- 2. guest ----
+    if (o.guest) r.guest = await guestSection(o, image, qsd.binary, r);
+  } finally {
+    fs.rmSync(image, { force: true });
+  }
+  r.finishedAt = new Date().toISOString();
+  r.host.loadavgAtEnd = os.loadavg();
+  return r;
+}
+
+async function guestSection(o: BlkBenchOptions, image: string, qsdBinary: string | undefined, r: BlkBenchResults): Promise<NonNullable<BlkBenchResults['guest']>> {
+  const g: NonNullable<BlkBenchResults['guest']> = { ok: false, seconds: o.guestSeconds, scenarios: [] };
+  const avail = guestFioAvailable();
+  if (!avail.ok) {
+    g.error = avail.reason;
+    r.errors.push(`guest: ${avail.reason}`);
+    return g;
+  }
+  if (!qsdBinary) {
+    g.error = 'qemu-storage-daemon unavailable';
+    r.errors.push('guest: qemu-storage-daemon unavailable');
+    return g;
+  }
+  const initrd = makeBenchInitrd(o.tmpDir);
+  try {
+    for (const queues of QUEUE_COUNTS) {
+      const sc: BlkGuestScenario = { queues, jobs: queues, target: BLK_GUEST_TARGET };
+      for (const name of ['ours', 'qsd'] as const) {
+        const sock = path.join(o.tmpDir, `guest-${name}-${queues}.sock`);
+        o.progress(`blk guest ${queues}q on ${name}: boot, fio randread + randwrite ${o.guestSeconds} s each`);
+        let server: SocketServer | undefined;
+        let res: GuestFioResult;
+        try {
+          server = name === 'ours' ? await SocketServer.start(oursCommand(sock, image, queues), sock) : (await startQsd(qsdBinary, sock, image, queues, r.qsd.aio ?? 'io_uring')).server;
+          res = await runGuestFio({ qemu: avail.qemu!, initrd, socketPath: sock, queues, jobs: queues, seconds: o.guestSeconds });
+          if (!server.alive) res = { ...res, ok: false, error: `back-end died (${server.describeExit()}): ${server.log}` };
+        } catch (e) {
+          res = { ok: false, durationMs: 0, error: errMsg(e) };
+        } finally {
+          await server?.stop();
+        }
+        sc[name] = res;
+        if (res.ok) o.progress(`  ${name}: randread ${res.randreadIops} IOPS, randwrite ${res.randwriteIops} IOPS (${(res.durationMs / 1000).toFixed(0)} s)`);
+        else {
+          o.progress(`  ${name} FAILED: ${res.error?.split('\n')[0]}`);
+          r.errors.push(`guest ${queues}q ${name}: ${res.error}`);
+        }
+      }
+      if (sc.ours?.ok && sc.qsd?.ok) {
+        sc.randreadRatio = sc.ours.randreadIops! / sc.qsd.randreadIops!;
+        sc.randwriteRatio = sc.ours.randwriteIops! / sc.qsd.randwriteIops!;
+        sc.pass = sc.randreadRatio >= BLK_GUEST_TARGET && sc.randwriteRatio >= BLK_GUEST_TARGET;
+      }
+      g.scenarios.push(sc);
+    }
+    g.ok = g.scenarios.every((s) => s.ours?.ok && s.qsd?.ok);
+  } finally {
+    fs.rmSync(initrd, { force: true });
+  }
+  return g;
+}
+
+// ---- rendering ----
+
+const k = (x: number | undefined): string => (x === undefined ? '-' : (x / 1e3).toFixed(1));
+const F = (x: number | undefined, d: number): string => (x === undefined ? '-' : x.toFixed(d));
+
+function table(head: string[], rows: string[][]): string[] {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]): string => r.map((c, i) => (i === 0 ? c.padEnd(w[i]!) : c.padStart(w[i]!))).join('  ').trimEnd();
+  return [line(head), w.map((n) => '-'.repeat(n)).join('  ').trimEnd(), ...rows.map(line)];
+}
+
+export function formatBlkResults(r: BlkBenchResults, jsonPath?: string): string {
+  const out: string[] = [];
+  const o = r.options;
+  const aio = r.qsd.aio ? `aio=${r.qsd.aio}${r.qsd.aioFallback ? ' (io_uring failed)' : ''}${r.qsd.ioUringFds !== undefined ? `, ${r.qsd.ioUringFds} io_uring fd(s)` : ''}` : 'unavailable';
+  out.push(
+    `vhost-wasm blk benchmark: ours (vhost-wasm blk) vs qemu-storage-daemon (${r.qsd.version ?? 'missing'}, ${aio}), ` +
+      `${o.imageBytes >> 20} MiB image on tmpfs, bs ${o.bs}, iodepth ${o.iodepth} per queue, ${r.host.cpus} CPU(s)`,
+  );
+  out.push('');
+  out.push(`built-in front-end (drive --device blk), ${o.seconds} s per run, ${o.rounds} round(s) interleaved ours, QSD (k IOPS):`);
+  const rows = r.frontend.map((s) => {
+    const runs = (b: BlkBackendName): string =>
+      s.runs
+        .filter((x) => x.backend === b)
+        .map((x) => (x.ok ? k(x.iops) : 'FAIL'))
+        .join(' / ');
+    const lat = (b: BlkBackendName): string => F(mean(s.runs.filter((x) => x.backend === b && x.ok).map((x) => x.p50Us!)), 0);
+    return [
+      s.name,
+      k(s.oursIops),
+      k(s.qsdIops),
+      F(s.ratio, 2) + (s.headline ? ` (target >= ${s.target})` : ''),
+      runs('ours'),
+      runs('qsd'),
+      `${lat('ours')} / ${lat('qsd')}`,
+      s.runs.some((x) => x.errors) ? 'IO ERRORS' : '',
+    ];
+  });
+  out.push(...table(['scenario', 'ours', 'QSD', 'ours/QSD', 'ours runs', 'QSD runs', 'p50 us ours/QSD', ''], rows).map((l) => '  ' + l));
+  const verdict = (pass: boolean | undefined): string => (pass === undefined ? 'n/a' : pass ? 'MET' : 'NOT MET');
+  out.push(`blk front-end headline (${r.headline.scenario}): ours/QSD ${F(r.headline.ratio, 2)} (target >= ${r.headline.target}) ${verdict(r.headline.pass)}`);
+  if (r.guest) {
+    out.push('');
+    const g = r.guest;
+    if (g.error && !g.scenarios.length) out.push(`guest fio: not run: ${g.error}`);
+    else {
+      out.push(`QEMU TCG guest, fio 4k iodepth 32, one job per queue, ${g.seconds} s per job (IOPS; ratio target >= ${BLK_GUEST_TARGET}):`);
+      const grows = g.scenarios.flatMap((s) =>
+        (['randread', 'randwrite'] as const).map((rw) => {
+          const key = rw === 'randread' ? 'randreadIops' : 'randwriteIops';
+          const ratio = rw === 'randread' ? s.randreadRatio : s.randwriteRatio;
+          return [`${s.queues}q ${rw}`, s.ours?.ok ? String(s.ours[key]) : 'FAILED', s.qsd?.ok ? String(s.qsd[key]) : 'FAILED', F(ratio, 2), ratio === undefined ? '' : verdict(ratio >= BLK_GUEST_TARGET)];
+        }),
+      );
+      out.push(...table(['scenario', 'ours', 'QSD', 'ours/QSD', ''], grows).map((l) => '  ' + l));
+    }
+  }
+  if (r.errors.length) {
+    out.push('');
+    out.push(`blk errors (${r.errors.length}):`);
+    for (const e of r.errors) out.push('  ' + e.split('\n')[0]);
+  }
+  if (jsonPath) out.push(`blk results: ${jsonPath}`);
+  return out.join('\n');
+}
+
+export function writeBlkResults(r: BlkBenchResults, dir: string): string | undefined {
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    const p = path.join(dir, 'blk.json');
+    fs.writeFileSync(p, JSON.stringify(r, null, 2) + '\n');
+    return p;
+  } catch (e) {
+    r.errors.push(`writing results: ${errMsg(e)}`);
+    return undefined;
+  }
+}
+
+export function blkCleanup(signal: NodeJS.Signals = 'SIGKILL'): void {
+  killAllBlkProcs(signal);
+}
+export { refuseNewBlkProcs };
+
+// ---- standalone ----
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: process.argv.slice(2),
+    strict: true,
+    options: {
+      quick: { type: 'boolean' },
+      seconds: { type: 'string' },
+      rounds: { type: 'string' },
+      guest: { type: 'boolean' },
+      'guest-seconds': { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write('usage: node build/out/bench/blk.js [--quick] [--seconds S] [--rounds N] [--guest] [--guest-seconds S] [--json]\n');
+    return;
+  }
+  const quick = values.quick ?? false;
+  const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhost-wasm-blk-bench-'));
+  const progress = (s: string): void => void process.stderr.write(`[bench] ${s}\n`);
+  const cleanup = (): void => {
+    killAllBlkProcs('SIGKILL');
+    fs.rmSync(tmpDir, { recursive: true, force: true });
+  };
+  process.once('exit', cleanup);
+  for (const sig of ['SIGINT', 'SIGTERM'] as const)
+    process.once(sig, () => {
+      refuseNewBlkProcs();
+      cleanup();
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    });
+  const d = blkDefaults(quick);
+  const seconds = Number(values.seconds ?? d.seconds);
+  const rounds = Number(values.rounds ?? d.rounds);
+  const guestSeconds = Number(values['guest-seconds'] ?? 5);
+  if (!(seconds > 0 && seconds <= 600)) throw new Error(`--seconds must be in (0, 600], got '${values.seconds}'`);
+  if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= 20)) throw new Error(`--rounds must be an integer 1..20, got '${values.rounds}'`);
+  if (!(Number.isInteger(guestSeconds) && guestSeconds >= 1 && guestSeconds <= 120)) throw new Error(`--guest-seconds must be an integer 1..120, got '${values['guest-seconds']}'`);
+  const r = await runBlkBench({
+    seconds,
+    rounds,
+    quick,
+    guest: values.guest ?? false,
+    guestSeconds,
+    tmpDir,
+    progress,
+  });
+  const jsonPath = writeBlkResults(r, path.join(resultsRoot, r.startedAt.replace(/:/g, '-')));
+  process.stdout.write((values.json ? JSON.stringify(r, null, 2) : formatBlkResults(r, jsonPath)) + '\n');
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().then(
+    () => process.exit(0),
+    (e: unknown) => {
+      process.stderr.write(`bench blk: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      killAllBlkProcs('SIGKILL');
+      process.exit(1);
+    },
+  );
+}
