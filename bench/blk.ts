@@ -44,6 +44,8 @@ export interface BlkBenchOptions {
   rounds: number;
   quick: boolean;
   guest: boolean;
+  /** run the front-end comparison (default true; false with --guest-only) */
+  frontend?: boolean;
   /** fio seconds per job in the guest */
   guestSeconds: number;
   /** scratch directory (sockets, the guest's initrd copy) */
@@ -183,7 +185,7 @@ export async function runBlkBench(o: BlkBenchOptions): Promise<BlkBenchResults> 
     makeImage(image, IMAGE_BYTES);
 
     // ---- 1. front-end ----
-    for (const queues of QUEUE_COUNTS) {
+    for (const queues of o.frontend === false ? [] : QUEUE_COUNTS) {
       const oursSock = path.join(o.tmpDir, `blk-ours-${queues}.sock`);
       const qsdSock = path.join(o.tmpDir, `blk-qsd-${queues}.sock`);
       let ours: SocketServer | undefined;
@@ -407,13 +409,14 @@ async function main(): Promise<void> {
       seconds: { type: 'string' },
       rounds: { type: 'string' },
       guest: { type: 'boolean' },
+      'guest-only': { type: 'boolean' },
       'guest-seconds': { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
-    process.stdout.write('usage: node build/out/bench/blk.js [--quick] [--seconds S] [--rounds N] [--guest] [--guest-seconds S] [--json]\n');
+    process.stdout.write('usage: node build/out/bench/blk.js [--quick] [--seconds S] [--rounds N] [--guest | --guest-only] [--guest-seconds S] [--json]\n');
     return;
   }
   const quick = values.quick ?? false;
@@ -441,7 +444,8 @@ async function main(): Promise<void> {
     seconds,
     rounds,
     quick,
-    guest: values.guest ?? false,
+    guest: (values.guest || values['guest-only']) ?? false,
+    frontend: !values['guest-only'],
     guestSeconds,
     tmpDir,
     progress,

@@ -126,7 +126,8 @@ export async function runGuestFio(o: {
   const feed = (d: Buffer): void => {
     out = (out + d.toString().replace(/\r/g, '')).slice(-200_000);
     if (!marker) {
-      const m = re.exec(out);
+      // complete lines only: the marker line may arrive in pieces
+      const m = re.exec(out.slice(0, out.lastIndexOf('\n') + 1));
       if (m) {
         marker = m[0];
         grace = setTimeout(kill, 15_000);

@@ -6,7 +6,8 @@
 import { workerData, type MessagePort } from 'node:worker_threads';
 import * as Comlink from 'comlink/dist/esm/comlink.mjs';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
-import { instantiateEngine, type EngineExports } from '../src/engine/engine.js';
+import type { SplitEngineApi } from '../src/engine/engine.js';
+import { DEFAULT_ENGINE, engineFactory } from '../src/engine/engines.js';
 import {
   deviceArea,
   MAX_QUEUES,
@@ -28,7 +29,7 @@ import type { QueueWorkerApi, QueueWorkerData, RingStart, StoppedRing, WorkerEve
 
 const data = workerData as QueueWorkerData;
 const events: MessagePort = data.events;
-const engine: EngineExports = instantiateEngine(data.module, data.memory);
+const engine: SplitEngineApi = (await engineFactory(data.engine ?? DEFAULT_ENGINE))(data.memory, data.module);
 const hostBase = memoryBaseAddress(data.memory);
 const ctlWord = new Int32Array(data.ctlWord);
 

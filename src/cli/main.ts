@@ -9,7 +9,10 @@ import { nullDevice } from '../devices/null.js';
 import { rngDevice } from '../devices/rng.js';
 import { VhostUserServer } from '../vhost-user/server.js';
 import { runDemo } from './demo.js';
+import fs from 'node:fs';
+import { ENGINES } from '../engine/engines.js';
 import { runDrive } from './drive.js';
+import { normaliseStatsFlag, startStatsReporter } from './stats-reporter.js';
 import { runNet } from '../devices/net/cli.js';
 import { NET_USAGE } from '../devices/net/net.js';
 
@@ -28,6 +31,9 @@ backend options:
   --queue-map 0,0,1   worker index per queue (default: one worker per queue)
   --poll-us N         busy-poll N microseconds after the last work before re-arming notifications (default 0)
   --batch N           most chains per engine call (default 128)
+  --engine NAME       ring engine: wasm (default), reference (plain TypeScript), or a path to an engine module
+  --stats [S]         print each running queue's figures every S seconds (default 1) on stderr
+  --stats-json FILE   write them as JSON lines to FILE ('-' = stdout) instead
 `;
 
 const BACKEND_OPTIONS = {
@@ -42,6 +48,9 @@ const BACKEND_OPTIONS = {
   'queue-map': { type: 'string' },
   'poll-us': { type: 'string' },
   batch: { type: 'string' },
+  engine: { type: 'string' },
+  stats: { type: 'string' },
+  'stats-json': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -83,7 +92,7 @@ function deviceFor(name: string, v: Record<string, string | boolean | undefined>
 }
 
 async function runBackend(name: string, args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: BACKEND_OPTIONS, strict: true });
+  const { values } = parseArgs({ args: normaliseStatsFlag(args), options: BACKEND_OPTIONS, strict: true });
   if (values.help) {
     process.stdout.write(USAGE);
     return;
@@ -98,6 +107,8 @@ async function runBackend(name: string, args: string[]): Promise<void> {
   const queueToWorker = values['queue-map']?.split(',').map((s, i) => intOption(`queue-map[${i}]`, s, 0, 0, 31));
   if (queueToWorker && queueToWorker.length !== device.queues)
     throw new UsageError(`--queue-map names ${queueToWorker.length} queues, the device has ${device.queues}`);
+  if (values.engine !== undefined && !(values.engine in ENGINES) && !fs.existsSync(values.engine))
+    throw new UsageError(`--engine must be one of ${Object.keys(ENGINES).join(', ')} or the path of an engine module, got '${values.engine}'`);
   // handlers first: the socket file appearing means "ready", and a SIGTERM from then on must exit cleanly
   let server: VhostUserServer | undefined;
   // a back-end serves other devices and queues whatever one of them did: log, never die
@@ -119,7 +130,13 @@ async function runBackend(name: string, args: string[]): Promise<void> {
     queueToWorker,
     pollUs: intOption('poll-us', values['poll-us'], 0, 0, 10_000_000),
     batch: intOption('batch', values.batch, 128, 1, 1024),
+    engine: values.engine,
   }).start();
+  if (values.stats !== undefined || values['stats-json'] !== undefined) {
+    const intervalSec = Number(values.stats ?? 1);
+    if (!(intervalSec > 0)) throw new UsageError(`--stats interval must be a positive number of seconds, got '${values.stats}'`);
+    startStatsReporter(name, server, { intervalSec, jsonPath: values['stats-json'] });
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -10,10 +10,10 @@
  *   `ctx.pushUsed`; when `completionFd` is readable the worker calls `reap()`. `capacity()` bounds how many
  *   chains the worker pops for it.
  */
-import type { EngineExports } from '../engine/engine.js';
+import type { SplitEngineApi } from '../engine/engine.js';
 
 export interface QueueHandlerContext {
-  readonly engine: EngineExports;
+  readonly engine: SplitEngineApi;
   readonly memory: WebAssembly.Memory;
   /** host address of wasm address 0, for syscalls that move data straight into guest buffers */
   readonly hostBase: bigint;

@@ -435,7 +435,8 @@ export class ReferenceSplitEngine implements SplitEngineApi {
       const rec = qs + CHAINS_OFFSET + k * CHAIN_BYTES;
       const head = this.r32(rec + CH_HEAD);
       if (head >= size) continue;
-      this.writeUsed(qs, head, this.r32(rec + CH_USED_LEN));
+      // the used length may underestimate what was written, never overestimate it (B.1)
+      this.writeUsed(qs, head, Math.min(this.r32(rec + CH_USED_LEN), this.r32(rec + CH_WRITE_LEN)));
     }
     return this.splitPublish(qs);
   }

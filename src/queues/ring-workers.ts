@@ -24,6 +24,8 @@ export interface RingWorkersContext {
   deviceOptions: Record<string, string | number | boolean>;
   memory: WebAssembly.Memory;
   module: WebAssembly.Module;
+  /** ring engine for the workers (engines.ts) */
+  engine?: string;
   queueToWorker: readonly number[];
   onEvent: (e: WorkerEvent) => void;
 }

@@ -60,6 +60,7 @@ export class QueueWorkerPool implements RingWorkers {
       module: this.opts.module,
       device: this.opts.device,
       options: this.opts.deviceOptions,
+      engine: this.opts.engine,
       ctlFd,
       ctlWord: ctlSab,
       events: events.port2,

@@ -6,6 +6,8 @@ export interface QueueWorkerData {
   module: WebAssembly.Module;
   device: string;
   options: Record<string, string | number | boolean>;
+  /** ring engine name or module path (engines.ts); default wasm */
+  engine?: string;
   /** eventfd the main thread writes before each control call, so a worker blocked in poll() wakes up */
   ctlFd: number;
   /** Int32Array[1] over this SAB: non-zero = exit now (written at process exit, when no call can be awaited) */

@@ -52,6 +52,11 @@ export class VhostUserServer {
     return this.active?.done ?? Promise.resolve();
   }
 
+  /** The current front-end's session, if one is connected. */
+  get session(): Session | undefined {
+    return this.active?.session;
+  }
+
   get connectionCount(): number {
     return this.connections;
   }

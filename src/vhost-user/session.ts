@@ -55,6 +55,8 @@ export interface SessionOptions {
   pollUs?: number;
   /** most chains popped per engine call */
   batch?: number;
+  /** ring engine the workers run (engines.ts: wasm, reference, or a module path) */
+  engine?: string;
   log: (line: string) => void;
 }
 
@@ -350,6 +352,7 @@ export class Session {
     this.pool ??= (this.device.workers ?? ((ctx) => new QueueWorkerPool(ctx)))({
       device: this.device.name,
       deviceOptions: this.device.options,
+      engine: this.opts.engine,
       memory: this.memory.memory,
       module: this.module,
       queueToWorker: this.opts.queueToWorker ?? queueMapping(this.rings.length),
@@ -456,6 +459,11 @@ export class Session {
     if (!this.device.setMtu) throw new RequestError(`NET_SET_MTU: a ${this.device.name} device has no MTU`);
     if (mtu < 68n || mtu > 65535n) throw new RequestError(`NET_SET_MTU ${mtu} is outside 68..65535`);
     this.device.setMtu(Number(mtu));
+  }
+
+  /** The started rings, for statistics. */
+  startedQueues(): number[] {
+    return this.rings.flatMap((r, q) => (r.started ? [q] : []));
   }
 
   // ---- config, status, reset ----
