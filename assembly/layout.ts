@@ -102,6 +102,7 @@ export const ERR_SEGMENTS: u32 = 10;
 export const ERR_CHAIN_BYTES: u32 = 11;
 export const ERR_INDIRECT_OFF: u32 = 12;
 export const ERR_USED_ID: u32 = 13;
+export const ERR_DEVICE: u32 = 14;
 
 // ---- driver state (src/engine/layout.ts "driver state" section) ----
 export const QUEUE_SIZE_MAX: u32 = 32768;

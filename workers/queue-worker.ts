@@ -10,6 +10,7 @@ import type { SplitEngineApi } from '../src/engine/engine.js';
 import { DEFAULT_ENGINE, engineFactory } from '../src/engine/engines.js';
 import {
   deviceArea,
+  ERR_DEVICE,
   MAX_QUEUES,
   QUEUE_AREA_SIZE,
   QUEUE_AREAS,
@@ -99,7 +100,14 @@ function processRing(r: Ring, now: number): void {
     }
     if (n > 0) {
       worked = true;
-      h.process(n);
+      try {
+        h.process(n);
+      } catch (e) {
+        // a device failure stops this ring (the device needs a reset); the worker and its other rings go on
+        post({ type: 'log', message: `queue ${r.q}: ${(e as Error).message}` });
+        markBroken(r, ERR_DEVICE);
+        break;
+      }
       // signal as soon as the driver wants it (one write per batch at most): latency matters more than a syscall
       if (async) calls += publish(r);
       else if (engine.splitComplete(qs, n) && r.callFd >= 0) {
@@ -126,7 +134,13 @@ function processRing(r: Ring, now: number): void {
 
 /** Completions of an asynchronous handler: push them, publish, and go on with what they made room for. */
 function reapRing(r: Ring, now: number): void {
-  r.handler.reap!();
+  try {
+    r.handler.reap!();
+  } catch (e) {
+    post({ type: 'log', message: `queue ${r.q}: ${(e as Error).message}` });
+    markBroken(r, ERR_DEVICE);
+    return;
+  }
   const c = publish(r);
   if (c) bump(r, QS_STAT_CALLS, c);
   if (!paused) processRing(r, now);

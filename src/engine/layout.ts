@@ -116,6 +116,7 @@ export const ERR_SEGMENTS = 10; // chain needs more segments than SEG_CAP
 export const ERR_CHAIN_BYTES = 11; // chain longer than 2^32 - 1 bytes
 export const ERR_INDIRECT_OFF = 12; // indirect descriptor used without VIRTIO_F_INDIRECT_DESC... reserved, not raised
 export const ERR_USED_ID = 13; // pushUsed with an id that is not a popped head
+export const ERR_DEVICE = 14; // the device failed on a chain (raised by the worker, never by the engine)
 
 export const ERROR_NAMES: Record<number, string> = {
   [ERR_AVAIL_IDX]: 'avail index moved more than the queue size',
@@ -131,6 +132,7 @@ export const ERROR_NAMES: Record<number, string> = {
   [ERR_CHAIN_BYTES]: 'chain longer than 4 GiB',
   [ERR_INDIRECT_OFF]: 'indirect descriptor without VIRTIO_F_INDIRECT_DESC',
   [ERR_USED_ID]: 'used id is not an outstanding head',
+  [ERR_DEVICE]: 'the device failed on a chain',
 };
 
 export function queueArea(q: number): number {

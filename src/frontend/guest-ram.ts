@@ -70,7 +70,7 @@ export class GuestRam {
   }
 
   close(): void {
-    this.mem.clear();
+    this.mem.release();
     closeQuietly(this.fd);
   }
 }

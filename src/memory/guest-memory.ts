@@ -23,6 +23,7 @@ import {
   WASM_PAGE,
 } from '../engine/layout.js';
 import { memoryBaseAddress } from '../sys/libc.js';
+import { guardRange, unguardRange } from '../sys/sigbus-guard.js';
 import {
   closeQuietly,
   fstat,
@@ -34,6 +35,7 @@ import {
   mmap,
   PROT_READ,
   PROT_WRITE,
+  sealAgainstShrink,
 } from '../sys/syscalls.js';
 
 const MEMORY_LIMIT = BigInt(MEMORY_MAX_PAGES) * BigInt(WASM_PAGE);
@@ -69,6 +71,10 @@ export class GuestMemory {
   private regions: MappedRegion[] = [];
   private generation = 0;
   private inflightLen = 0;
+  private guardSlot: number;
+
+  /** told when something is accepted that a hostile front-end could still turn against us */
+  onWarning: ((line: string) => void) | undefined;
 
   constructor(initialBytes = GUEST_AREA) {
     this.memory = new WebAssembly.Memory({
@@ -77,6 +83,16 @@ export class GuestMemory {
       shared: true,
     });
     this.base = memoryBaseAddress(this.memory);
+    // inflight region and guest RAM: a front-end shrinking a file mapped there must not kill the process
+    this.guardSlot = guardRange(this.base + BigInt(INFLIGHT_AREA), this.base + MEMORY_LIMIT);
+  }
+
+  /** Stop guarding this Memory's range (its connection is over; the reservation goes with the Memory). */
+  release(): void {
+    this.clear();
+    this.unmapInflight();
+    unguardRange(this.guardSlot);
+    this.guardSlot = -1;
   }
 
   get mapped(): readonly MappedRegion[] {
@@ -107,7 +123,9 @@ export class GuestMemory {
           throw new GuestMemoryError(`region gpa 0x${spec.gpa.toString(16)} overlaps region gpa 0x${r.gpa.toString(16)}`);
       }
       const st = fstat(fd);
-      // Mapping past the end of the file would turn the first access into a SIGBUS that kills the process.
+      // Mapping past the end of the file would turn the first access into a SIGBUS that kills the process; so
+      // would a front-end shrinking the file later, which a seal prevents where the file is a memfd.
+      if (!sealAgainstShrink(fd)) this.onWarning?.(`region gpa 0x${spec.gpa.toString(16)}: its fd cannot be sealed against shrinking; a front-end that shrinks it would crash the back-end`);
       if (spec.mmapOffset + spec.size > st.size)
         throw new GuestMemoryError(
           `region gpa 0x${spec.gpa.toString(16)}: offset ${spec.mmapOffset} + size ${spec.size} lies beyond the end ` +
@@ -158,6 +176,7 @@ export class GuestMemory {
         throw new GuestMemoryError(`inflight region of ${size} bytes is not in 1..${INFLIGHT_AREA_MAX}`);
       if (offset & (SMALL_PAGE - 1n)) throw new GuestMemoryError(`inflight mmap_offset ${offset} is not page-aligned`);
       if (offset + size > fstat(fd).size) throw new GuestMemoryError(`inflight region [${offset}, +${size}) lies beyond the end of its fd`);
+      if (!sealAgainstShrink(fd)) this.onWarning?.('the inflight fd cannot be sealed against shrinking');
       this.unmapInflight();
       const len = alignUp(size, SMALL_PAGE);
       this.ensureVisible(INFLIGHT_AREA + Number(len));

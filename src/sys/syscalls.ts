@@ -1,4 +1,5 @@
 /** Checked system calls: each returns its result or throws a SysError naming the call and errno. */
+import fs from 'node:fs';
 import { errno, raw } from './libc.js';
 import { Errno, SysError } from './errors.js';
 
@@ -50,6 +51,31 @@ export function ftruncate(fd: number, length: number | bigint): void {
 export function setNonBlocking(fd: number): void {
   const fl = check('fcntl', raw.fcntl(fd, F_GETFL, 0), 'F_GETFL');
   check('fcntl', raw.fcntl(fd, F_SETFL, fl | O_NONBLOCK), 'F_SETFL');
+}
+
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
+export const F_SEAL_SHRINK = 0x2;
+
+/**
+ * Make sure the file under `fd` can never shrink (a mapping past a shrunk end faults with SIGBUS, which kills
+ * the process): true when it is sealed against shrinking now, false when it cannot be (not a memfd, or sealed
+ * against further seals without SHRINK).
+ */
+export function sealAgainstShrink(fd: number): boolean {
+  const seals = raw.fcntl(fd, F_GET_SEALS, 0);
+  if (seals < 0) return false;
+  if (seals & F_SEAL_SHRINK) return true;
+  return raw.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) >= 0;
+}
+
+/** True when `fd` is an eventfd (the only notification fd vhost-user uses on Linux). */
+export function isEventfd(fd: number): boolean {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`) === 'anon_inode:[eventfd]';
+  } catch {
+    return false;
+  }
 }
 
 export function dup(fd: number): number {

@@ -24,7 +24,7 @@ import { GuestMemory, type RegionSpec } from '../memory/guest-memory.js';
 import type { RingWorkers } from '../queues/ring-workers.js';
 import { queueMapping, QueueWorkerPool } from '../queues/worker-pool.js';
 import type { WorkerEvent } from '../queues/worker-protocol.js';
-import { closeQuietly, dup, eventfdSignal, ftruncate, memfdCreate, MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../sys/syscalls.js';
+import { closeQuietly, dup, eventfdSignal, ftruncate, isEventfd, memfdCreate, MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../sys/syscalls.js';
 import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from './constants.js';
 
 export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
@@ -97,6 +97,7 @@ export class Session {
   ) {
     this.module = loadEngineModule();
     this.engine = instantiateEngine(this.module, this.memory.memory);
+    this.memory.onWarning = opts.log;
     this.rings = Array.from({ length: device.queues }, () => this.freshRing());
   }
 
@@ -137,6 +138,21 @@ export class Session {
 
   hasProtocolFeature(b: number): boolean {
     return hasBit(this.protocolAcked, b);
+  }
+
+  /**
+   * The ring a fd-carrying request names, with its fd checked: anything but an eventfd is refused (a worker
+   * cannot poll or signal it). On refusal the fd is closed here: it was never taken.
+   */
+  private ringForFd(index: number, fd: number | undefined, what: string): Ring {
+    try {
+      const r = this.ring(index);
+      if (fd !== undefined && !isEventfd(fd)) throw new RequestError(`${what} for vring ${index}: fd is not an eventfd`);
+      return r;
+    } catch (e) {
+      closeQuietly(fd);
+      throw e;
+    }
   }
 
   private ring(index: number): Ring {
@@ -228,19 +244,27 @@ export class Session {
     try {
       change();
     } finally {
-      this.retranslateStartedRings();
+      // a ring whose memory went away stops before anything resumes (the device needs a reset): it must not
+      // run on whatever replaced its memory
+      for (const q of this.retranslateStartedRings()) {
+        await this.pool?.stop(q);
+        this.rings[q]!.started = false;
+      }
       if (this.pool) await this.pool.resume();
     }
   }
 
-  private retranslateStartedRings(): void {
+  /** Point started rings at their new wasm addresses; returns the rings that no longer translate. */
+  private retranslateStartedRings(): number[] {
     const dv = new DataView(this.memory.memory.buffer);
+    const lost: number[] = [];
     this.rings.forEach((r, q) => {
       if (!r.started) return;
       const t = this.translateRing(q, r);
       if (typeof t === 'string') {
-        this.opts.log(`queue ${q}: ${t} after the memory table changed; the ring is stopped`);
+        this.opts.log(`queue ${q}: ${t} after the memory table changed; the ring is stopped and the device needs a reset`);
         r.broken = true;
+        lost.push(q);
         return;
       }
       const qs = queueArea(q);
@@ -248,6 +272,7 @@ export class Session {
       dv.setUint32(qs + QS_AVAIL, t.avail, true);
       dv.setUint32(qs + QS_USED, t.used, true);
     });
+    return lost;
   }
 
   // ---- rings ----
@@ -287,7 +312,7 @@ export class Session {
   }
 
   async setVringKick(index: number, fd: number | undefined): Promise<void> {
-    const r = this.ring(index);
+    const r = this.ringForFd(index, fd, 'SET_VRING_KICK');
     const old = r.kickFd;
     r.kickFd = fd ?? POLL_RING;
     if (r.started) {
@@ -298,7 +323,7 @@ export class Session {
   }
 
   async setVringCall(index: number, fd: number | undefined): Promise<void> {
-    const r = this.ring(index);
+    const r = this.ringForFd(index, fd, 'SET_VRING_CALL');
     const old = r.callFd;
     r.callFd = fd ?? NO_FD;
     if (r.started) {
@@ -310,7 +335,7 @@ export class Session {
   }
 
   async setVringErr(index: number, fd: number | undefined): Promise<void> {
-    const r = this.ring(index);
+    const r = this.ringForFd(index, fd, 'SET_VRING_ERR');
     const old = r.errFd;
     r.errFd = fd ?? NO_FD;
     if (r.started) await this.pool!.setFds(index, { errFd: r.errFd });
@@ -524,7 +549,6 @@ export class Session {
       for (const fd of [r.kickFd, r.callFd, r.errFd]) if (fd >= 0) closeQuietly(fd);
     }
     if (this.backendReqFd >= 0) closeQuietly(this.backendReqFd);
-    this.memory.clear();
-    this.memory.unmapInflight();
+    this.memory.release();
   }
 }

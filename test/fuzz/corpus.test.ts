@@ -85,7 +85,7 @@ describe('fuzz seed corpus (real back-end processes)', () => {
       if (e.kind === 'protocol') {
         const { be, target } = await backend(e.device ?? 'null');
         const from = be.output().length;
-        const r = await runSequence(be, target, expand(e.steps!, target), { serveAfterHang: true });
+        const r = await runSequence(be, target, expand(e.steps!, target));
         const out = r.restarted ? '' : be.since(from);
         const missing = (e.expect?.logs ?? []).filter((re) => !new RegExp(re).test(out));
         const complaints = [...r.complaints, ...missing.map((re) => `no back-end log line matches /${re}/`)];

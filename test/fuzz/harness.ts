@@ -14,7 +14,7 @@
 import fs from 'node:fs';
 import type fc from 'fast-check';
 import { Frontend } from '../../src/frontend/frontend.js';
-import { closeQuietly, eventfd, ftruncate, memfdCreate } from '../../src/sys/syscalls.js';
+import { closeQuietly, eventfd, ftruncate, memfdCreate, MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../../src/sys/syscalls.js';
 import { connectUnix } from '../../src/sys/unix-socket.js';
 import { MessageChannel, type RawMessage } from '../../src/vhost-user/transport.js';
 import { spawnBackend, type ChildBackend } from '../helpers/backend.js';
@@ -39,7 +39,7 @@ export function runs(ciDefault: number): number {
 /**
  * fast-check parameters. In CI (no FUZZ_RUNS) the whole property, shrinking included, is cut off after
  * `ciBudgetMs` so that the suite stays inside its time budget; a failure found before that is still reported
- * (with the smallest counterexample found so far). Long runs have no time limit.
+ * (with the smallest counterexample found so far). Long runs get about 3 s per run plus 20 minutes.
  */
 export function fcParams<T>(numRuns: number, ciBudgetMs: number): fc.Parameters<T> {
   const p: fc.Parameters<T> = { numRuns, verbose: VERBOSE ? 2 : 1 };
@@ -47,13 +47,15 @@ export function fcParams<T>(numRuns: number, ciBudgetMs: number): fc.Parameters<
   if (seed !== undefined) p.seed = Number(seed);
   const path = process.env['FUZZ_PATH'];
   if (path !== undefined) p.path = path;
-  if (!LONG_RUN) p.interruptAfterTimeLimit = ciBudgetMs;
+  // CI: the whole property, shrinking included, within its budget. Long runs: every run, then at most about
+  // 20 minutes of shrinking (a hang costs seconds per shrink attempt)
+  p.interruptAfterTimeLimit = LONG_RUN ? numRuns * 3000 + 20 * 60_000 : ciBudgetMs;
   return p;
 }
 
 /** vitest timeout for a property with `numRuns` runs of at most `perRunMs` each. */
 export function testTimeout(numRuns: number, perRunMs: number, ciBudgetMs: number): number {
-  return LONG_RUN ? numRuns * perRunMs + 120_000 : ciBudgetMs + 45_000;
+  return LONG_RUN ? numRuns * Math.max(perRunMs, 3000) + 25 * 60_000 : ciBudgetMs + 45_000;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -297,8 +299,9 @@ export function fdKindSize(k: FdKind): bigint {
 
 /** Per-connection fds: the guest memfds and the kick eventfds live as long as the connection. */
 export class ConnFds {
-  readonly guestA = memfdCreate('fuzz-guest-a');
-  readonly guestB = memfdCreate('fuzz-guest-b');
+  /** A allows sealing (like QEMU's memory-backend-memfd and the built-in front-end), B does not (like a file) */
+  readonly guestA = memfdCreate('fuzz-guest-a', MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  readonly guestB = memfdCreate('fuzz-guest-b', MFD_CLOEXEC);
   readonly kicks: number[];
 
   constructor(queues: number) {

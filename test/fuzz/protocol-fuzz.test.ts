@@ -25,7 +25,7 @@ import { knownBugOf, sequenceArb, type Step } from './protocol-model.js';
 import { FD_SLACK, runSequence, stableFdCount, type ProtocolTarget } from './protocol-runner.js';
 
 const DEVICES: { name: 'null' | 'rng'; args: string[]; queues: number; ciRuns: number; ciBudgetMs: number }[] = [
-  { name: 'null', args: ['null', '--queues', '2'], queues: 2, ciRuns: 25, ciBudgetMs: 14_000 },
+  { name: 'null', args: ['null', '--queues', '2'], queues: 2, ciRuns: 25, ciBudgetMs: 12_000 },
   { name: 'rng', args: ['rng'], queues: 1, ciRuns: 8, ciBudgetMs: 5_000 },
 ];
 

@@ -13,7 +13,7 @@ import { FrontendRequest } from '../../src/vhost-user/constants.js';
 import { eventfdSignal, ftruncate } from '../../src/sys/syscalls.js';
 import type { RawMessage } from '../../src/vhost-user/transport.js';
 import { checkServes, ConnFds, type FuzzBackend, RawConn, sleep } from './harness.js';
-import { describe, msgWire, type Outcome, ProtocolModel, type GenContext, type Step } from './protocol-model.js';
+import { describeStep, msgWire, type Outcome, ProtocolModel, type GenContext, type Step } from './protocol-model.js';
 
 export interface ProtocolTarget extends GenContext {
   device: 'null' | 'rng';
@@ -28,7 +28,7 @@ export interface SequenceResult {
 
 const PROBE = encodeRequest('GET_FEATURES', undefined);
 const PROBE_ID = FrontendRequest.GET_FEATURES;
-const ANSWER_MS = 2500;
+const ANSWER_MS = 4000;
 /** fds the back-end may hold beyond its count before a sequence (noise from asynchronous release) */
 export const FD_SLACK = 0;
 
@@ -65,7 +65,7 @@ export async function runSequence(
   try {
     for (let i = 0; i < steps.length && !conn.closed; i++) {
       const s = steps[i]!;
-      const label = `step ${i}: ${describe(s)}`;
+      const label = `step ${i}: ${describeStep(s)}`;
       if (s.op === 'kick') {
         eventfdSignal(fds.kicks[s.queue] ?? fds.kicks[0]!);
         transcript.push(label);
@@ -78,9 +78,14 @@ export async function runSequence(
         continue;
       }
       if (s.op === 'truncate') {
-        ftruncate(s.fd === 'guestA' ? fds.guestA : fds.guestB, s.size);
-        model.truncated(s.fd, s.size);
-        transcript.push(label);
+        try {
+          ftruncate(s.fd === 'guestA' ? fds.guestA : fds.guestB, s.size);
+          model.truncated(s.fd, s.size);
+          transcript.push(label);
+        } catch (e) {
+          // the back-end sealed the memfd against shrinking (F_SEAL_SHRINK): the right answer to this attack
+          transcript.push(`${label} -> refused: ${(e as Error).message}`);
+        }
         continue;
       }
       if (s.op === 'sleep') {
@@ -167,7 +172,7 @@ export async function runSequence(
     restarted = true;
   }
   if (!restarted && checkFds) {
-    const after = await be.settleFds(fdsBefore + FD_SLACK, 1500);
+    const after = await be.settleFds(fdsBefore + FD_SLACK, 3000);
     if (after > fdsBefore + FD_SLACK) {
       const kinds = new Map<string, number>();
       for (const f of fs.readdirSync(`/proc/${be.pid}/fd`)) {

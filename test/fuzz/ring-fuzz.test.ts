@@ -19,7 +19,7 @@ import { runRingCase } from './ring-runner.js';
 import { stableFdCount } from './protocol-runner.js';
 
 const CI_RUNS = 40;
-const CI_BUDGET_MS = 15_000;
+const CI_BUDGET_MS = 12_000;
 
 describe('malicious rings against vhost-wasm null --queues 2 (real process)', () => {
   const be = new FuzzBackend(['null', '--queues', '2']);
