@@ -110,6 +110,11 @@ export interface BlkQueueResult {
   callsPerRequest: number;
   /** requests still outstanding after the drain at the end (0 unless the back-end stalled) */
   leftInFlight: number;
+  /**
+   * sleeps on the call eventfd that ended by their timeout (50 ms) with requests in flight: a back-end that
+   * misses a notification shows here (and in maxUs); a slow or descheduled one may too
+   */
+  sleepTimeouts: number;
   /** submit to reap, in µs */
   latency: BlkLatency;
 }
@@ -151,8 +156,11 @@ export function checkBlkLoadOptions(o: BlkLoadOptions): void {
     throw new Error(`bs must be a multiple of ${BLK_SECTOR} in ${BLK_SECTOR}..${BLK_MAX_BS}, got ${o.bs}`);
   if (o.rw !== 'randread' && o.rw !== 'randwrite') throw new Error(`rw must be randread or randwrite, got '${String(o.rw)}'`);
   if (!(o.seconds > 0)) throw new Error(`seconds must be > 0, got ${o.seconds}`);
-  if (o.queueSize !== undefined && o.queueSize < 3 * o.iodepth)
-    throw new Error(`queue size ${o.queueSize} cannot hold ${o.iodepth} requests of 3 descriptors`);
+  if (o.queueSize !== undefined) {
+    if (!Number.isInteger(o.queueSize) || o.queueSize < 1 || o.queueSize > 32768 || (o.queueSize & (o.queueSize - 1)) !== 0)
+      throw new Error(`queue size must be a power of two up to 32768, got ${o.queueSize}`);
+    if (o.queueSize < 3 * o.iodepth) throw new Error(`queue size ${o.queueSize} cannot hold ${o.iodepth} requests of 3 descriptors`);
+  }
   // segment records and reap output must fit the queue's device area
   if (o.iodepth * 3 * DRV_SEG_BYTES + o.iodepth * DRV_USED_BYTES > DEVICE_AREA_SIZE) throw new Error('iodepth too large for the device area');
 }

@@ -23,7 +23,7 @@ import {
   WASM_PAGE,
 } from '../engine/layout.js';
 import { memoryBaseAddress } from '../sys/libc.js';
-import { guardRange, unguardRange } from '../sys/sigbus-guard.js';
+import { guardActive, guardRange, unguardRange } from '../sys/sigbus-guard.js';
 import {
   closeQuietly,
   fstat,
@@ -125,7 +125,8 @@ export class GuestMemory {
       const st = fstat(fd);
       // Mapping past the end of the file would turn the first access into a SIGBUS that kills the process; so
       // would a front-end shrinking the file later, which a seal prevents where the file is a memfd.
-      if (!sealAgainstShrink(fd)) this.onWarning?.(`region gpa 0x${spec.gpa.toString(16)}: its fd cannot be sealed against shrinking; a front-end that shrinks it would crash the back-end`);
+      if (!sealAgainstShrink(fd) && !guardActive())
+        this.onWarning?.(`region gpa 0x${spec.gpa.toString(16)}: its fd cannot be sealed against shrinking and the SIGBUS guard is not built; a front-end that shrinks it would crash the back-end`);
       if (spec.mmapOffset + spec.size > st.size)
         throw new GuestMemoryError(
           `region gpa 0x${spec.gpa.toString(16)}: offset ${spec.mmapOffset} + size ${spec.size} lies beyond the end ` +
@@ -176,7 +177,7 @@ export class GuestMemory {
         throw new GuestMemoryError(`inflight region of ${size} bytes is not in 1..${INFLIGHT_AREA_MAX}`);
       if (offset & (SMALL_PAGE - 1n)) throw new GuestMemoryError(`inflight mmap_offset ${offset} is not page-aligned`);
       if (offset + size > fstat(fd).size) throw new GuestMemoryError(`inflight region [${offset}, +${size}) lies beyond the end of its fd`);
-      if (!sealAgainstShrink(fd)) this.onWarning?.('the inflight fd cannot be sealed against shrinking');
+      if (!sealAgainstShrink(fd) && !guardActive()) this.onWarning?.('the inflight fd cannot be sealed against shrinking and the SIGBUS guard is not built');
       this.unmapInflight();
       const len = alignUp(size, SMALL_PAGE);
       this.ensureVisible(INFLIGHT_AREA + Number(len));

@@ -7,11 +7,13 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import * as Comlink from 'comlink/dist/esm/comlink.mjs';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import { builtPath } from '../runtime/package-root.js';
+import { ERR_DEVICE } from '../engine/layout.js';
 import { closeQuietly, eventfd, eventfdSignal } from '../sys/syscalls.js';
 import type { RingWorkers, RingWorkersContext } from './ring-workers.js';
 import type { QueueWorkerApi, QueueWorkerData, RingStart, WorkerEvent } from './worker-protocol.js';
 
 interface LiveWorker {
+  dead: boolean;
   worker: Worker;
   api: Comlink.Remote<QueueWorkerApi>;
   ctlFd: number;
@@ -73,8 +75,18 @@ export class QueueWorkerPool implements RingWorkers {
     events.port1.on('message', (e: WorkerEvent) => this.opts.onEvent(e));
     events.port1.unref();
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    const index = this.workers.length;
+    void exited.then(() => {
+      lw.dead = true;
+      if (this.closing) return;
+      // an unexpected exit: every ring of that worker is broken (the device needs a reset)
+      this.opts.queueToWorker.forEach((wi, q) => {
+        if (wi === index) this.opts.onEvent({ type: 'ring-error', queue: q, code: ERR_DEVICE, detail: 0 });
+      });
+    });
     worker.on('error', (err) => this.opts.onEvent({ type: 'log', message: `queue worker failed: ${err.stack ?? err}` }));
     const lw: LiveWorker = {
+      dead: false,
       worker,
       api: Comlink.wrap<QueueWorkerApi>(nodeEndpoint(control.port1)),
       ctlFd,
@@ -97,9 +109,11 @@ export class QueueWorkerPool implements RingWorkers {
   }
 
   private callWorker<T>(w: LiveWorker, fn: (api: Comlink.Remote<QueueWorkerApi>) => Promise<T>): Promise<T> {
+    if (w.dead) return Promise.reject(new Error('its queue worker has exited'));
     const p = fn(w.api); // posts the message first ...
     eventfdSignal(w.ctlFd); // ... then wakes the worker, which yields to its event loop and takes it
-    return p;
+    // a worker that died never answers: the call fails instead of hanging the connection
+    return Promise.race([p, w.exited.then(() => Promise.reject(new Error('its queue worker has exited')))]);
   }
 
   async start(s: RingStart): Promise<void> {
@@ -127,15 +141,22 @@ export class QueueWorkerPool implements RingWorkers {
     await Promise.all(this.workers.map((w) => this.callWorker(w, (api) => api.resume())));
   }
 
+  private closing = false;
+
   /** Stop every worker and wait for it to exit (terminate() after `timeoutMs`). */
   async close(timeoutMs = 2000): Promise<void> {
+    this.closing = true;
     await Promise.all(
       this.workers.map(async (w) => {
         Atomics.store(w.ctlWord, 0, 1);
         eventfdSignal(w.ctlFd);
         const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs).unref());
         if ((await Promise.race([w.exited.then(() => 'exited' as const), timer])) === 'timeout') await w.worker.terminate();
-        w.api[Comlink.releaseProxy]();
+        try {
+          w.api[Comlink.releaseProxy]();
+        } catch {
+          // the port is already closed
+        }
         live.delete(w);
         closeQuietly(w.ctlFd);
       }),

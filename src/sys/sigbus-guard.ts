@@ -33,6 +33,11 @@ function load(): Guard | null {
   return guard;
 }
 
+/** True when the guard is loaded and installed. */
+export function guardActive(): boolean {
+  return load() !== null;
+}
+
 /** Guard host range [start, end); returns a handle for unguard (-1: not guarded). */
 export function guardRange(start: bigint, end: bigint): number {
   return load()?.guard(start, end) ?? -1;

@@ -8,6 +8,7 @@ import type { DeviceModel } from '../devices/device.js';
 import { instantiateEngine, loadEngineModule, type EngineExports } from '../engine/engine.js';
 import {
   ERROR_NAMES,
+  MAX_REGIONS,
   QF_EVENT_IDX,
   QF_INDIRECT,
   QF_INFLIGHT,
@@ -28,7 +29,7 @@ import { closeQuietly, dup, eventfdSignal, ftruncate, isEventfd, memfdCreate, MF
 import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from './constants.js';
 
 export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
-export const MAX_MEM_SLOTS = 32;
+
 
 /** Transport features every device gets. */
 export const CORE_FEATURES =
@@ -132,8 +133,9 @@ export class Session {
     return this.protocolAcked;
   }
 
+  /** what GET_MAX_MEM_SLOTS answers: as many regions as the region table holds */
   get maxMemSlots(): number {
-    return MAX_MEM_SLOTS;
+    return MAX_REGIONS;
   }
 
   hasProtocolFeature(b: number): boolean {
@@ -396,6 +398,10 @@ export class Session {
       resubmit,
       features: this.acked,
     });
+    // A ring that resumes on a used ring with completions in it (a restart after a back-end died): the previous
+    // back-end may have published used elements and died before writing the call fd, and a driver sleeping on
+    // them would never look again. One interrupt, spurious at worst, makes it look.
+    if (r.callFd >= 0 && new DataView(this.memory.memory.buffer).getUint16(queueArea(q) + QS_NEXT_USED, true) !== 0) eventfdSignal(r.callFd);
   }
 
   private onWorkerEvent(e: WorkerEvent): void {

@@ -1,7 +1,7 @@
 /**
  * Replays the seed corpus (test/fuzz/corpus/*.json, format in corpus/README.md): hand-written hostile message
- * sequences and rings, each judged exactly like a fuzzer-generated one. Files with `knownBug` reproduce a
- * known, unfixed bug and fail until it is fixed.
+ * sequences and rings, each judged exactly like a fuzzer-generated one. Files with `knownBug` reproduce a bug
+ * the fuzzers found (corpus/README.md): they fail while it is there.
  *
  * Part of `npx vitest run test/fuzz` (the long run: `FUZZ_RUNS=5000 npx vitest run test/fuzz`).
  */
@@ -80,7 +80,7 @@ afterAll(async () => {
 
 describe('fuzz seed corpus (real back-end processes)', () => {
   for (const e of load()) {
-    const title = `${e.name}${e.knownBug ? ` [known bug ${e.knownBug}: fails until fixed]` : ''}`;
+    const title = `${e.name}${e.knownBug ? ` [${e.knownBug}]` : ''}`;
     it(title, async () => {
       if (e.kind === 'protocol') {
         const { be, target } = await backend(e.device ?? 'null');

@@ -8,7 +8,7 @@
  *   FUZZ_RUNS=N        runs per property (default: small, for CI; e.g. FUZZ_RUNS=5000 for a long run)
  *   FUZZ_SEED=S        replay a fast-check seed (printed with every failure)
  *   FUZZ_PATH=P        replay one counterexample path (printed with the seed)
- *   FUZZ_SKIP_KNOWN=1  leave out inputs that trigger the known bugs (knownBugOf in protocol-model.ts; corpus/README.md), to hunt for others
+ *   FUZZ_SKIP_KNOWN=1  leave out inputs of known bugs still open (KNOWN_BUGS in protocol-model.ts), to hunt for others
  *   FUZZ_VERBOSE=1     print every generated case
  */
 import fs from 'node:fs';
@@ -77,8 +77,22 @@ export class FuzzBackend {
   constructor(readonly args: string[]) {}
 
   async start(): Promise<this> {
-    this.be = await spawnBackend(this.args);
+    this.be = await this.spawn();
     return this;
+  }
+
+  /**
+   * spawnBackend returns once the socket file exists, which bind() creates before listen(): a connect in between
+   * is refused. The server logs "listening on" after listen().
+   */
+  private async spawn(): Promise<ChildBackend> {
+    const be = await spawnBackend(this.args);
+    const deadline = Date.now() + 15_000;
+    while (!/listening on/.test(be.output())) {
+      if (be.child.exitCode !== null || Date.now() > deadline) throw new Error(`back-end did not start listening: ${be.output()}`);
+      await sleep(10);
+    }
+    return be;
   }
 
   private get cur(): ChildBackend {
@@ -147,7 +161,7 @@ export class FuzzBackend {
       }
     }
     this.restarts++;
-    this.be = await spawnBackend(this.args);
+    this.be = await this.spawn();
   }
 
   async stop(): Promise<void> {

@@ -14,7 +14,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkServes, fcParams, FuzzBackend, runs, testTimeout, toJson, VERBOSE } from './harness.js';
-import { describeCase, ringCaseArb, type RingCase } from './ring-model.js';
+import { describeCase, expectedOutcome, ringCaseArb, writeCase, type RingCase } from './ring-model.js';
 import { runRingCase } from './ring-runner.js';
 import { stableFdCount } from './protocol-runner.js';
 
@@ -68,6 +68,18 @@ describe('malicious rings against vhost-wasm null --queues 2 (real process)', ()
     },
     testTimeout(numRuns, 12_000, CI_BUDGET_MS),
   );
+
+  it('the generator and the reference handle every case they make (no back-end)', () => {
+    const l = { ramBytes: 2 << 20, desc: 0, avail: 0x1000, used: 0x2000, buffers: 0x10_0000 };
+    const bytes = new Uint8Array(l.ramBytes);
+    const ram = new DataView(bytes.buffer);
+    for (const c of fc.sample(ringCaseArb, { numRuns: 800, seed: 7 })) {
+      bytes.fill(0);
+      writeCase(c, l, ram);
+      const e = expectedOutcome(c, l, ram);
+      expect(e.complete).toBeLessThanOrEqual(c.queueSize);
+    }
+  });
 
   it('the back-end did not accumulate fds over all cases', async () => {
     if (be.restarts !== restartsAtBaseline) return;

@@ -273,7 +273,9 @@ function mutate(c: RingCase, m: Plan['mutations'][number], chains: { at: 'direct
   const n = c.queueSize;
   const kind = MUTATIONS[m.kind % MUTATIONS.length]!;
   const all = chains.flat();
-  const descOf = (x: { at: 'direct' | number; i: number }): DescSpec => (x.at === 'direct' ? c.descs[x.i]! : c.tables[x.at]![x.i]!);
+  // an earlier mutation may have replaced the table a member lived in: then it edits a throwaway descriptor
+  const descOf = (x: { at: 'direct' | number; i: number }): DescSpec =>
+    (x.at === 'direct' ? c.descs[x.i] : c.tables[x.at]?.[x.i]) ?? { addr: { buf: 0 }, len: 0, flags: 0, next: 0 };
   const dataDesc = pick(all, m.a);
   const chain = pick(chains, m.a);
   const pointer = c.descs.find((d) => (d.flags & VIRTQ_DESC_F_INDIRECT) !== 0 && 'table' in d.addr);
@@ -290,7 +292,7 @@ function mutate(c: RingCase, m: Plan['mutations'][number], chains: { at: 'direct
     case 'next out of range': {
       if (!dataDesc) break;
       const d = descOf(dataDesc);
-      const limit = dataDesc.at === 'direct' ? n : c.tables[dataDesc.at]!.length;
+      const limit = dataDesc.at === 'direct' ? n : (c.tables[dataDesc.at]?.length ?? 1);
       d.flags |= VIRTQ_DESC_F_NEXT;
       d.next = m.b % 2 ? 0xffff : limit + (Math.abs(m.b) % 4);
       break;

@@ -49,7 +49,8 @@ export async function spawnBackend(args: string[], socketPath = tempSocketPath('
   child.stdout!.on('data', (d) => (out += d));
   child.stderr!.on('data', (d) => (out += d));
   const deadline = Date.now() + 15_000;
-  while (!fs.existsSync(socketPath)) {
+  // the socket file appears at bind(), before listen(): wait for the back-end to say it listens
+  while (!fs.existsSync(socketPath) || !out.includes('listening on')) {
     if (child.exitCode !== null) throw new Error(`back-end exited early (${child.exitCode}): ${out}`);
     if (Date.now() > deadline) throw new Error(`back-end did not listen within 15 s: ${out}`);
     await new Promise((r) => setTimeout(r, 20));
