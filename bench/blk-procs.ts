@@ -9,6 +9,7 @@ import path from 'node:path';
 import { cliPath } from './paths.js';
 
 const live = new Set<ChildProcess>();
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
 let refusing = false;
 
 export function refuseNewBlkProcs(): void {
@@ -114,6 +115,19 @@ export class SocketServer {
     return n;
   }
 
+  /** CPU seconds (user + system, all threads) the process has used so far; undefined when unreadable. */
+  cpuSeconds(): number | undefined {
+    if (!this.pid) return undefined;
+    try {
+      const stat = fs.readFileSync(`/proc/${this.pid}/stat`, 'utf8');
+      // fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** SIGTERM, then SIGKILL if it has not gone within `graceMs`. */
   async stop(graceMs = 4000): Promise<void> {
     if (this.alive) {
@@ -126,8 +140,14 @@ export class SocketServer {
   }
 }
 
-export function oursCommand(socketPath: string, image: string, queues: number): string[] {
-  return [process.execPath, cliPath, 'blk', '--socket-path', socketPath, '--image', image, '--queues', String(queues)];
+/**
+ * `vhost-wasm blk` on the image; `workers` (optional) spreads the queues over that many queue workers
+ * (--queue-map i % workers) instead of the default one worker per queue.
+ */
+export function oursCommand(socketPath: string, image: string, queues: number, workers?: number): string[] {
+  const cmd = [process.execPath, cliPath, 'blk', '--socket-path', socketPath, '--image', image, '--queues', String(queues)];
+  if (workers !== undefined && workers < queues) cmd.push('--queue-map', Array.from({ length: queues }, (_, i) => i % workers).join(','));
+  return cmd;
 }
 
 export function qsdCommand(binary: string, socketPath: string, image: string, queues: number, aio: QsdAio): string[] {

@@ -48,6 +48,8 @@ export interface BlkBenchOptions {
   frontend?: boolean;
   /** fio seconds per job in the guest */
   guestSeconds: number;
+  /** our back-end's queue workers (default: the CLI's, one per queue); queues are spread with --queue-map */
+  oursWorkers?: number;
   /** scratch directory (sockets, the guest's initrd copy) */
   tmpDir: string;
   progress: (s: string) => void;
@@ -66,6 +68,8 @@ export interface BlkFrontendRun {
   kicksPerRequest?: number;
   callsPerRequest?: number;
   perQueueIops?: number[];
+  /** CPU time the back-end process used during the run, per request (µs) */
+  backendCpuUsPerRequest?: number;
   loadavg1?: number;
 }
 
@@ -103,7 +107,7 @@ export interface BlkBenchResults {
   startedAt: string;
   finishedAt?: string;
   host: { cpus: number; cpuModel: string; node: string; release: string; loadavgAtStart: number[]; loadavgAtEnd?: number[] };
-  options: { seconds: number; rounds: number; quick: boolean; guest: boolean; guestSeconds: number; bs: number; iodepth: number; imageBytes: number };
+  options: { seconds: number; rounds: number; quick: boolean; guest: boolean; guestSeconds: number; oursWorkers?: number; bs: number; iodepth: number; imageBytes: number };
   image: string;
   ours: { commands: string[][] };
   qsd: { binary?: string; version?: string; aio?: QsdAio; aioFallback?: string; ioUringFds?: number; commands: string[][]; error?: string };
@@ -130,6 +134,7 @@ async function withTimeout<T>(p: Promise<T>, ms: number, what: string, onTimeout
 
 async function frontendRun(server: SocketServer, backend: BlkBackendName, round: number, queues: number, rw: BlkRw, seconds: number): Promise<BlkFrontendRun> {
   const run: BlkFrontendRun = { backend, round, ok: false, loadavg1: os.loadavg()[0] };
+  const cpu0 = server.cpuSeconds();
   try {
     const r: BlkReport = await withTimeout(
       runBlkLoad({ socketPath: server.socketPath, queues, iodepth: IODEPTH, bs: BS, rw, seconds }),
@@ -149,6 +154,8 @@ async function frontendRun(server: SocketServer, backend: BlkBackendName, round:
       callsPerRequest: r.callsPerRequest,
       perQueueIops: r.queues.map((q) => q.iops),
     });
+    const cpu1 = server.cpuSeconds();
+    if (cpu0 !== undefined && cpu1 !== undefined && r.completions > 0) run.backendCpuUsPerRequest = ((cpu1 - cpu0) * 1e6) / r.completions;
   } catch (e) {
     run.error = `${errMsg(e)}${server.alive ? '' : ` (back-end ${server.describeExit()}: ${server.log})`}`;
   }
@@ -161,7 +168,7 @@ export async function runBlkBench(o: BlkBenchOptions): Promise<BlkBenchResults> 
     benchmark: 'blk',
     startedAt: startedAt.toISOString(),
     host: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', node: process.version, release: os.release(), loadavgAtStart: os.loadavg() },
-    options: { seconds: o.seconds, rounds: o.rounds, quick: o.quick, guest: o.guest, guestSeconds: o.guestSeconds, bs: BS, iodepth: IODEPTH, imageBytes: IMAGE_BYTES },
+    options: { seconds: o.seconds, rounds: o.rounds, quick: o.quick, guest: o.guest, guestSeconds: o.guestSeconds, oursWorkers: o.oursWorkers, bs: BS, iodepth: IODEPTH, imageBytes: IMAGE_BYTES },
     image: '',
     ours: { commands: [] },
     qsd: { commands: [] },
@@ -194,7 +201,7 @@ export async function runBlkBench(o: BlkBenchOptions): Promise<BlkBenchResults> 
         (rw): BlkFrontendScenario => ({ name: `${queues}q ${rw}`, queues, rw, bs: BS, iodepth: IODEPTH, runs: [], roundRatios: [], headline: queues === 4 && rw === 'randread' }),
       );
       try {
-        const cmd = oursCommand(oursSock, image, queues);
+        const cmd = oursCommand(oursSock, image, queues, o.oursWorkers);
         r.ours.commands.push(cmd.slice(1));
         ours = await SocketServer.start(cmd, oursSock);
       } catch (e) {
@@ -285,8 +292,11 @@ async function guestSection(o: BlkBenchOptions, image: string, qsdBinary: string
         let server: SocketServer | undefined;
         let res: GuestFioResult;
         try {
-          server = name === 'ours' ? await SocketServer.start(oursCommand(sock, image, queues), sock) : (await startQsd(qsdBinary, sock, image, queues, r.qsd.aio ?? 'io_uring')).server;
+          server = name === 'ours' ? await SocketServer.start(oursCommand(sock, image, queues, o.oursWorkers), sock) : (await startQsd(qsdBinary, sock, image, queues, r.qsd.aio ?? 'io_uring')).server;
+          const cpu0 = server.cpuSeconds();
           res = await runGuestFio({ qemu: avail.qemu!, initrd, socketPath: sock, queues, jobs: queues, seconds: o.guestSeconds });
+          const cpu1 = server.cpuSeconds();
+          if (cpu0 !== undefined && cpu1 !== undefined) res.backendCpuSeconds = cpu1 - cpu0;
           if (!server.alive) res = { ...res, ok: false, error: `back-end died (${server.describeExit()}): ${server.log}` };
         } catch (e) {
           res = { ok: false, durationMs: 0, error: errMsg(e) };
@@ -294,7 +304,11 @@ async function guestSection(o: BlkBenchOptions, image: string, qsdBinary: string
           await server?.stop();
         }
         sc[name] = res;
-        if (res.ok) o.progress(`  ${name}: randread ${res.randreadIops} IOPS, randwrite ${res.randwriteIops} IOPS (${(res.durationMs / 1000).toFixed(0)} s)`);
+        if (res.ok)
+          o.progress(
+            `  ${name}: randread ${res.randreadIops} IOPS, randwrite ${res.randwriteIops} IOPS; guest interrupts ${res.randreadIrqs} / ${res.randwriteIrqs}; ` +
+              `back-end CPU ${res.backendCpuSeconds?.toFixed(1)} s (${(res.durationMs / 1000).toFixed(0)} s)`,
+          );
         else {
           o.progress(`  ${name} FAILED: ${res.error?.split('\n')[0]}`);
           r.errors.push(`guest ${queues}q ${name}: ${res.error}`);
@@ -330,7 +344,7 @@ export function formatBlkResults(r: BlkBenchResults, jsonPath?: string): string 
   const o = r.options;
   const aio = r.qsd.aio ? `aio=${r.qsd.aio}${r.qsd.aioFallback ? ' (io_uring failed)' : ''}${r.qsd.ioUringFds !== undefined ? `, ${r.qsd.ioUringFds} io_uring fd(s)` : ''}` : 'unavailable';
   out.push(
-    `vhost-wasm blk benchmark: ours (vhost-wasm blk) vs qemu-storage-daemon (${r.qsd.version ?? 'missing'}, ${aio}), ` +
+    `vhost-wasm blk benchmark: ours (vhost-wasm blk${o.oursWorkers ? `, ${o.oursWorkers} queue worker(s)` : ''}) vs qemu-storage-daemon (${r.qsd.version ?? 'missing'}, ${aio}), ` +
       `${o.imageBytes >> 20} MiB image on tmpfs, bs ${o.bs}, iodepth ${o.iodepth} per queue, ${r.host.cpus} CPU(s)`,
   );
   out.push('');
@@ -393,6 +407,14 @@ export function writeBlkResults(r: BlkBenchResults, dir: string): string | undef
   }
 }
 
+/** --ours-workers W: an integer 1..32, or undefined. */
+export function parseOursWorkers(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 32) throw new Error(`--ours-workers must be an integer 1..32, got '${v}'`);
+  return n;
+}
+
 export function blkCleanup(signal: NodeJS.Signals = 'SIGKILL'): void {
   killAllBlkProcs(signal);
 }
@@ -411,12 +433,13 @@ async function main(): Promise<void> {
       guest: { type: 'boolean' },
       'guest-only': { type: 'boolean' },
       'guest-seconds': { type: 'string' },
+      'ours-workers': { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
-    process.stdout.write('usage: node build/out/bench/blk.js [--quick] [--seconds S] [--rounds N] [--guest | --guest-only] [--guest-seconds S] [--json]\n');
+    process.stdout.write('usage: node build/out/bench/blk.js [--quick] [--seconds S] [--rounds N] [--guest | --guest-only] [--guest-seconds S] [--ours-workers W] [--json]\n');
     return;
   }
   const quick = values.quick ?? false;
@@ -440,9 +463,11 @@ async function main(): Promise<void> {
   if (!(seconds > 0 && seconds <= 600)) throw new Error(`--seconds must be in (0, 600], got '${values.seconds}'`);
   if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= 20)) throw new Error(`--rounds must be an integer 1..20, got '${values.rounds}'`);
   if (!(Number.isInteger(guestSeconds) && guestSeconds >= 1 && guestSeconds <= 120)) throw new Error(`--guest-seconds must be an integer 1..120, got '${values['guest-seconds']}'`);
+  const oursWorkers = parseOursWorkers(values['ours-workers']);
   const r = await runBlkBench({
     seconds,
     rounds,
+    oursWorkers,
     quick,
     guest: (values.guest || values['guest-only']) ?? false,
     frontend: !values['guest-only'],

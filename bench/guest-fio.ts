@@ -26,13 +26,18 @@ vw_wait_for 30 -b "$DEV" || vw_fail "no $DEV after 30s"
 nq=$(ls -d /sys/block/vda/mq/* 2>/dev/null | wc -l)
 command -v fio >/dev/null || vw_fail "fio not in this initramfs"
 COMMON="--filename=$DEV --direct=1 --ioengine=libaio --bs=4k --iodepth=32 --numjobs=$jobs --group_reporting --time_based --runtime=$secs --ramp_time=1 --norandommap --randrepeat=0 --output-format=terse --terse-version=3"
+# interrupts of the virtio-blk queues (virtioN-req.M lines of /proc/interrupts), summed over the CPUs
+irqs() { grep -E 'virtio[0-9]+-req' /proc/interrupts | awk '{ for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i; else break } END { print s + 0 }'; }
+i0=$(irqs)
 fio --name=rr $COMMON --rw=randread >/tmp/rr.out 2>&1 || { cat /tmp/rr.out; vw_fail "fio randread failed"; }
+i1=$(irqs)
 fio --name=rw $COMMON --rw=randwrite >/tmp/rw.out 2>&1 || { cat /tmp/rw.out; vw_fail "fio randwrite failed"; }
+i2=$(irqs)
 rr=$(grep '^3;' /tmp/rr.out | awk -F';' '{print $8}' | cut -d. -f1)
 rw=$(grep '^3;' /tmp/rw.out | awk -F';' '{print $49}' | cut -d. -f1)
 rre=$(grep '^3;' /tmp/rr.out | awk -F';' '{print $5}')
 rwe=$(grep '^3;' /tmp/rw.out | awk -F';' '{print $5}')
-vw_pass "queues=$nq jobs=$jobs randread_iops=$rr randwrite_iops=$rw errors=$((rre + rwe))"
+vw_pass "queues=$nq jobs=$jobs randread_iops=$rr randwrite_iops=$rw errors=$((rre + rwe)) randread_irqs=$((i1 - i0)) randwrite_irqs=$((i2 - i1))"
 `;
 
 /** newc cpio of regular files (name relative to /, content, mode), trailer included, padded to 512 bytes. */
@@ -77,6 +82,11 @@ export interface GuestFioResult {
   randreadIops?: number;
   randwriteIops?: number;
   fioErrors?: number;
+  /** virtio-blk queue interrupts the guest took during each fio run (ramp included) */
+  randreadIrqs?: number;
+  randwriteIrqs?: number;
+  /** CPU seconds the back-end process used while the guest ran (filled in by the caller) */
+  backendCpuSeconds?: number;
   /** spawn to exit, ms */
   durationMs: number;
   marker?: string;
@@ -166,6 +176,8 @@ export async function runGuestFio(o: {
     randreadIops: num('randread_iops'),
     randwriteIops: num('randwrite_iops'),
     fioErrors: num('errors'),
+    randreadIrqs: num('randread_irqs'),
+    randwriteIrqs: num('randwrite_irqs'),
   };
   if (r.randreadIops === undefined || r.randwriteIops === undefined) return { ...r, ok: false, error: `guest printed no IOPS: ${marker}` };
   if (r.queues !== o.queues) return { ...r, ok: false, error: `guest saw ${r.queues} hardware queues, ${o.queues} expected` };

@@ -5,7 +5,9 @@
  * C bracketing each of our runs. Then the blk benchmark (bench/blk.ts): our vhost-user-blk back-end against
  * qemu-storage-daemon through the built-in front-end, and with --guest in a QEMU guest with fio.
  *
- *   node build/out/bench/run.js [--quick] [--seconds S] [--rounds N] [--json] [--no-blk | --blk-only] [--guest]
+ * Then the net benchmark (bench/net.ts): testpmd's virtio-user front-end against DPDK's vhost PMD and against ours.
+ *
+ *   node build/out/bench/run.js [--quick] [--seconds S] [--rounds N] [--json] [--no-blk | --blk-only] [--guest] [--no-net | --net-only]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,8 +15,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { drive, type DriveReport } from '../src/cli/drive.js';
 import { Backend, killAllBackends, refuseNewBackends, type BackendOptions } from './backend.js';
-import { blkCleanup, blkDefaults, formatBlkResults, refuseNewBlkProcs, runBlkBench, writeBlkResults, type BlkBenchResults } from './blk.js';
+import { blkCleanup, blkDefaults, formatBlkResults, parseOursWorkers, refuseNewBlkProcs, runBlkBench, writeBlkResults, type BlkBenchResults } from './blk.js';
 import { buildPingPong, runPingPong } from './c-baseline.js';
+import { formatNetResults, netCleanup, netDefaults, refuseNewNetProcs, runNetBench, writeNetResults } from './net.js';
 import { resultsRoot } from './paths.js';
 import {
   type BenchResults,
@@ -32,7 +35,7 @@ const QUEUE_SIZE = 256;
 const BATCH = 128;
 const POLL_US = 1_000_000;
 
-const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rounds N] [--json] [--no-blk | --blk-only] [--guest]
+const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rounds N] [--json] [--no-blk | --blk-only] [--guest] [--ours-workers W] [--no-net | --net-only]
   --quick       1 s per run, one latency round (C, ours, C); blk: 1 s per run, 2 rounds
   --seconds S   seconds per run (default 3; 1 with --quick)
   --rounds N    latency rounds, C ping-pong before and after each (default 5; 1 with --quick)
@@ -41,9 +44,13 @@ const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rou
   --blk-only    run only the blk comparison
   --blk-seconds S, --blk-rounds N
                 blk front-end: seconds per run (default 2) and rounds of ours, QSD (default 3)
+  --ours-workers W
+                blk: spread our back-end's queues over W queue workers (default: one per queue)
   --guest       blk also in a QEMU TCG guest with fio (slow: four guest boots)
   --guest-seconds S
                 fio seconds per job in the guest (default 5)
+  --no-net      skip the net comparison (testpmd virtio-user: ours vs DPDK's vhost PMD)
+  --net-only    run only the net comparison (standalone with more options: node build/out/bench/net.js --help)
 `;
 
 const progress = (s: string): void => void process.stderr.write(`[bench] ${s}\n`);
@@ -53,6 +60,7 @@ let tmpDir: string | undefined;
 function cleanup(): void {
   killAllBackends('SIGKILL');
   blkCleanup('SIGKILL');
+  netCleanup('SIGKILL');
   if (tmpDir) fs.rmSync(tmpDir, { recursive: true, force: true });
   tmpDir = undefined;
 }
@@ -62,8 +70,10 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     progress(`${sig}: killing the back-ends`);
     refuseNewBackends();
     refuseNewBlkProcs();
+    refuseNewNetProcs();
     killAllBackends('SIGTERM');
     blkCleanup('SIGTERM');
+    netCleanup('SIGTERM');
     setTimeout(() => {
       cleanup();
       process.exit(sig === 'SIGINT' ? 130 : 143);
@@ -193,6 +203,9 @@ async function main(): Promise<void> {
       'blk-rounds': { type: 'string' },
       guest: { type: 'boolean' },
       'guest-seconds': { type: 'string' },
+      'ours-workers': { type: 'string' },
+      'no-net': { type: 'boolean' },
+      'net-only': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -206,6 +219,7 @@ async function main(): Promise<void> {
   if (!(seconds > 0 && seconds <= 600)) throw new Error(`--seconds must be in (0, 600], got '${values.seconds}'`);
   if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= 20)) throw new Error(`--rounds must be an integer 1..20, got '${values.rounds}'`);
   if (values['no-blk'] && values['blk-only']) throw new Error('--no-blk and --blk-only exclude each other');
+  if (values['net-only'] && (values['no-net'] || values['blk-only'])) throw new Error('--net-only excludes --no-net and --blk-only');
   if (values['no-blk'] && values.guest) throw new Error('--guest is part of the blk comparison: drop --no-blk');
   const bd = blkDefaults(quick);
   const blkSeconds = Number(values['blk-seconds'] ?? bd.seconds);
@@ -214,12 +228,22 @@ async function main(): Promise<void> {
   if (!(blkSeconds > 0 && blkSeconds <= 600)) throw new Error(`--blk-seconds must be in (0, 600], got '${values['blk-seconds']}'`);
   if (!(Number.isInteger(blkRounds) && blkRounds >= 1 && blkRounds <= 20)) throw new Error(`--blk-rounds must be an integer 1..20, got '${values['blk-rounds']}'`);
   if (!(Number.isInteger(guestSeconds) && guestSeconds >= 1 && guestSeconds <= 120)) throw new Error(`--guest-seconds must be an integer 1..120, got '${values['guest-seconds']}'`);
+  const oursWorkers = parseOursWorkers(values['ours-workers']);
   const runBlk = async (): Promise<BlkBenchResults> =>
-    runBlkBench({ seconds: blkSeconds, rounds: blkRounds, quick, guest: values.guest ?? false, guestSeconds, tmpDir: tmpDir!, progress });
+    runBlkBench({ seconds: blkSeconds, rounds: blkRounds, quick, guest: values.guest ?? false, guestSeconds, oursWorkers, tmpDir: tmpDir!, progress });
 
   const cpus = os.cpus().length;
   const startedAt = new Date();
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vhost-wasm-bench-'));
+  const nd = netDefaults(quick);
+  const runNet = () => runNetBench({ seconds: nd.seconds, rounds: nd.rounds, quick, tmpDir: tmpDir!, progress });
+  if (values['net-only']) {
+    const n = await runNet();
+    const p = writeNetResults(n, path.join(resultsRoot, startedAt.toISOString().replace(/:/g, '-')));
+    process.stdout.write((values.json ? JSON.stringify({ net: n }, null, 2) : formatNetResults(n, p)) + '\n');
+    progress(`done in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)} s`);
+    return;
+  }
   if (values['blk-only']) {
     const b = await runBlk();
     const p = writeBlkResults(b, path.join(resultsRoot, startedAt.toISOString().replace(/:/g, '-')));
@@ -315,11 +339,14 @@ async function main(): Promise<void> {
 
   // 4. blk: ours vs qemu-storage-daemon (bench/blk.ts)
   const blk = values['no-blk'] ? undefined : await runBlk();
+  // 5. net: testpmd's virtio-user front-end, ours vs DPDK's vhost PMD (bench/net.ts)
+  const net = values['no-net'] ? undefined : await runNet();
 
   r.finishedAt = new Date().toISOString();
   r.host.loadavgAtEnd = os.loadavg();
   const dir = path.join(resultsRoot, startedAt.toISOString().replace(/:/g, '-'));
   const blkPath = blk ? writeBlkResults(blk, dir) : undefined;
+  const netPath = net ? writeNetResults(net, dir) : undefined;
   let jsonPath: string | undefined;
   try {
     fs.mkdirSync(dir, { recursive: true });
@@ -330,12 +357,14 @@ async function main(): Promise<void> {
     jsonPath = undefined;
   }
   if (values.json) {
-    process.stdout.write(JSON.stringify(blk ? { ...r, blk } : r, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ ...r, ...(blk ? { blk } : {}), ...(net ? { net } : {}) }, null, 2) + '\n');
     if (jsonPath) progress(`results: ${jsonPath}`);
     if (blkPath) progress(`blk results: ${blkPath}`);
+    if (netPath) progress(`net results: ${netPath}`);
   } else {
     process.stdout.write(formatResults(r, jsonPath) + '\n');
     if (blk) process.stdout.write('\n' + formatBlkResults(blk, blkPath) + '\n');
+    if (net) process.stdout.write('\n' + formatNetResults(net, netPath) + '\n');
   }
   progress(`done in ${((Date.now() - startedAt.getTime()) / 1000).toFixed(1)} s`);
 }

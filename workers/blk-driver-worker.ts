@@ -74,9 +74,12 @@ export default function runBlkDriver(t: BlkDriverTask): BlkQueueResult {
   pfd.writeInt32LE(t.callFd, 0);
   pfd.writeInt16LE(POLLIN, 4);
   let calls = 0;
+  let sleepTimeouts = 0;
   const waitCall = (ms: number): void => {
     pfd.writeInt16LE(0, 6);
-    if (pollFds(pfd, 1, ms) > 0 && eventfdDrain(t.callFd) > 0) calls++;
+    if (pollFds(pfd, 1, ms) > 0) {
+      if (eventfdDrain(t.callFd) > 0) calls++;
+    } else sleepTimeouts++;
   };
 
   /** Fill slot s with a new random offset and add its chain (not yet published). */
@@ -214,6 +217,7 @@ export default function runBlkDriver(t: BlkDriverTask): BlkQueueResult {
     kicksPerRequest: completions ? kicks / completions : 0,
     callsPerRequest: completions ? calls / completions : 0,
     leftInFlight: outstanding,
+    sleepTimeouts,
     latency,
   };
 }
