@@ -23,7 +23,8 @@ const USAGE = `usage:
                   (raw image: a regular file or a block device, size a multiple of 512; --queues 1..32;
                    --serial: GET_ID answer, at most 20 bytes, default from the image name)
 ${NET_USAGE}  vhost-wasm <device> --print-capabilities
-  vhost-wasm drive --socket-path P --device rng|null [--queues N] [--seconds S] [--json]
+  vhost-wasm drive --socket-path P --device rng|null|blk [--queues N] [--seconds S] [--json]
+                   blk: [--iodepth D] [--bs B] [--rw randread|randwrite]
                    [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--no-event-idx]
   vhost-wasm demo [--queues N] [--seconds S]        (what npm start runs)
 
