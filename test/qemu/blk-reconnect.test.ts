@@ -7,49 +7,22 @@
 // INFLIGHT_SHMFD), SET_INFLIGHT_FD hands the region to every new back-end, which resubmits what the killed one
 // left in flight. Ten kills; then the host writes "VW-HOST-DONE" into the image, the guest finishes its round
 // and reports. Every round must verify: a lost or doubled write, a request completed twice or never, all fail it.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, bootGuest, describeResult, ensureGuestBuilt, fioGuestAvailable, killAllGuests, qemuAvailable, type GuestResult } from './guest.js';
+import { startCliBackend, type CliBackend } from './cli-backend.js';
+import { bootGuest, describeResult, ensureGuestBuilt, fioGuestAvailable, killAllGuests, qemuAvailable, type GuestResult } from './guest.js';
 
 const qemu = qemuAvailable();
 const required = !!process.env.CI || process.env.VHOST_WASM_REQUIRE_QEMU === '1';
-const CLI = join(REPO_ROOT, 'bin', 'vhost-wasm.js');
 const MiB = 1 << 20;
 const KILLS = Number(process.env.VHOST_WASM_RECONNECT_KILLS ?? 10);
 const MARK_OFFSET = 60 * MiB;
 
-interface Backend {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function startBackend(args: string[]): Backend {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const onExit = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  process.once('exit', onExit);
-  child.once('close', () => process.off('exit', onExit));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
-    child.once('exit', (code, signal) => res({ code, signal }));
-    child.once('error', (e) => {
-      out += `\nspawn error: ${String(e)}`;
-      res({ code: null, signal: null });
-    });
-  });
-  return { child, output: () => out, exited };
-}
-
-const alive = (be: Backend): boolean => be.child.exitCode === null && be.child.signalCode === null;
+const alive = (be: CliBackend): boolean => be.child.exitCode === null && be.child.signalCode === null;
 
 /** Resolve when `cond()` holds (checked every 20 ms); false after `limitMs`. */
 async function until(cond: () => boolean, limitMs: number): Promise<boolean> {
@@ -103,7 +76,7 @@ function threads(pid: number): number {
 
 describe.skipIf(!qemu.ok && !required)('vhost-user-blk: the back-end killed and restarted under a QEMU guest', () => {
   let dir: string | undefined;
-  const backends: Backend[] = [];
+  const backends: CliBackend[] = [];
 
   beforeAll(async () => {
     await ensureGuestBuilt();
@@ -133,8 +106,8 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-blk: the back-end killed and 
     const args = ['blk', '--socket-path', sock, '--image', img, '--queues', '4'];
 
     /** Start a back-end and wait until it listens on the socket. */
-    const launch = async (): Promise<Backend> => {
-      const be = startBackend(args);
+    const launch = async (): Promise<CliBackend> => {
+      const be = startCliBackend(args);
       backends.push(be);
       if (!(await until(() => /listening on/.test(be.output()) || !alive(be), 20_000)) || !alive(be))
         throw new Error(`back-end did not come up:\n${be.output()}`);

@@ -2,56 +2,18 @@
 // (`node bin/vhost-wasm.js blk --socket-path SOCK --image IMG --queues 4`), with a real Linux guest that
 // makes and checks an ext4 file system, runs fio with crc32c verification on 4 jobs, and writes a pattern
 // that this side checks in the image file after QEMU has exited (build/guest/tests/blk.sh).
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, readSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, bootGuest, describeResult, ensureGuestBuilt, fioGuestAvailable, qemuAvailable } from './guest.js';
+import { startCliBackend, waitForSockets, type CliBackend } from './cli-backend.js';
+import { bootGuest, describeResult, ensureGuestBuilt, fioGuestAvailable, qemuAvailable } from './guest.js';
 
 const qemu = qemuAvailable();
 const required = !!process.env.CI || process.env.VHOST_WASM_REQUIRE_QEMU === '1';
-const CLI = join(REPO_ROOT, 'bin', 'vhost-wasm.js');
 const MiB = 1 << 20;
 const SERIAL = 'vw-blk-test';
-
-interface Backend {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function startBackend(args: string[]): Backend {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const onExit = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  process.once('exit', onExit);
-  child.once('close', () => process.off('exit', onExit));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
-    child.once('close', (code, signal) => res({ code, signal }));
-    child.once('error', (e) => {
-      out += `\nspawn error: ${String(e)}`;
-      res({ code: null, signal: null });
-    });
-  });
-  return { child, output: () => out, exited };
-}
-
-async function waitForSocket(path: string, be: Backend, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let exited = false;
-  void be.exited.then(() => (exited = true));
-  while (!existsSync(path)) {
-    if (exited) throw new Error(`back-end exited before creating ${path}\n${be.output()}`);
-    if (Date.now() > deadline) throw new Error(`no socket at ${path} after ${timeoutMs} ms\n${be.output()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function readAt(file: string, off: number, len: number): Buffer {
   const fd = openSync(file, 'r');
@@ -66,7 +28,7 @@ function readAt(file: string, off: number, len: number): Buffer {
 
 describe.skipIf(!qemu.ok && !required)('vhost-user-blk with a real QEMU guest', () => {
   let dir: string | undefined;
-  let be: Backend | undefined;
+  let be: CliBackend | undefined;
 
   beforeAll(async () => {
     await ensureGuestBuilt();
@@ -95,8 +57,8 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-blk with a real QEMU guest', 
     writeFileSync(img, '');
     truncateSync(img, 64 * MiB);
     const sock = join(dir, 'blk.sock');
-    be = startBackend(['blk', '--socket-path', sock, '--image', img, '--queues', '4', '--serial', SERIAL]);
-    await waitForSocket(sock, be, 15_000);
+    be = startCliBackend(['blk', '--socket-path', sock, '--image', img, '--queues', '4', '--serial', SERIAL]);
+    await waitForSockets([sock], be, 15_000);
 
     const r = await bootGuest({
       test: 'blk',

@@ -5,54 +5,18 @@
 //
 // virtio-net-pci runs with `vectors=0` (INTx): QEMU 7.2 under TCG segfaults in vhost_net_start with MSI-X
 // (shared/design/real-clients.md).
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, bootGuest, describeResult, ensureGuestBuilt, qemuAvailable, type GuestResult } from './guest.js';
+import { startCliBackend, waitForSockets, type CliBackend } from './cli-backend.js';
+import { bootGuest, describeResult, ensureGuestBuilt, qemuAvailable, type GuestResult } from './guest.js';
 
 // Both guests must run at the same time: this process takes two boot slots (guest.ts reads this per boot).
 process.env.VHOST_WASM_QEMU_SLOTS = '2';
 
 const qemu = qemuAvailable();
 const required = !!process.env.CI || process.env.VHOST_WASM_REQUIRE_QEMU === '1';
-const CLI = join(REPO_ROOT, 'bin', 'vhost-wasm.js');
-
-interface Backend {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function startSwitch(args: string[]): Backend {
-  const child = spawn(process.execPath, [CLI, 'net', ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const onExit = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  process.once('exit', onExit);
-  child.once('close', () => process.off('exit', onExit));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) => {
-    child.once('close', (code, signal) => res({ code, signal }));
-    child.once('error', (e) => {
-      out += `\nspawn error: ${String(e)}`;
-      res({ code: null, signal: null });
-    });
-  });
-  return { child, output: () => out, exited };
-}
-
-async function waitForSockets(paths: string[], be: Backend, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!paths.every((p) => existsSync(p))) {
-    if (be.child.exitCode !== null) throw new Error(`vhost-wasm net exited early:\n${be.output()}`);
-    if (Date.now() > deadline) throw new Error(`no sockets after ${timeoutMs} ms:\n${be.output()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function guestArgs(sock: string, mac: string, role: 'recv' | 'send', ip: string, peer: string) {
   return {
@@ -73,7 +37,7 @@ function portStats(out: string, port: number): Record<string, unknown> | undefin
 
 describe.skipIf(!qemu.ok && !required)('vhost-user-net with two real QEMU guests on one switch', () => {
   let dir: string | undefined;
-  let be: Backend | undefined;
+  let be: CliBackend | undefined;
 
   beforeAll(async () => {
     await ensureGuestBuilt();
@@ -95,7 +59,7 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net with two real QEMU guests
     dir = mkdtempSync(join(tmpdir(), 'vw-net-'));
     const a = join(dir, 'a.sock');
     const b = join(dir, 'b.sock');
-    be = startSwitch(['--socket-path', a, '--socket-path', b, '--queues', '2']);
+    be = startCliBackend(['net', '--socket-path', a, '--socket-path', b, '--queues', '2']);
     await waitForSockets([a, b], be, 15_000);
 
     const t0 = Date.now();
