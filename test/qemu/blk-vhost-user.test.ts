@@ -7,7 +7,7 @@ import { closeSync, mkdtempSync, openSync, readSync, rmSync, statSync, truncateS
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startCliBackend, waitForSockets, type CliBackend } from './cli-backend.js';
+import { startCliBackend, stopCliBackend, waitForSockets, type CliBackend } from './cli-backend.js';
 import { bootGuest, describeResult, ensureGuestBuilt, fioGuestAvailable, qemuAvailable } from './guest.js';
 
 const qemu = qemuAvailable();
@@ -35,12 +35,7 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-blk with a real QEMU guest', 
   }, 600_000);
 
   afterEach(async () => {
-    if (be && be.child.exitCode === null && be.child.signalCode === null) {
-      be.child.kill('SIGTERM');
-      const t = setTimeout(() => be?.child.kill('SIGKILL'), 3_000);
-      await be.exited;
-      clearTimeout(t);
-    }
+    await stopCliBackend(be, 3_000);
     be = undefined;
     if (dir) rmSync(dir, { recursive: true, force: true });
     dir = undefined;

@@ -45,3 +45,12 @@ export async function waitForSockets(paths: string[], be: CliBackend, timeoutMs:
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves when the back-end has exited (at once if it already had). */
+export async function stopCliBackend(be: CliBackend | undefined, graceMs: number): Promise<void> {
+  if (!be || be.child.exitCode !== null || be.child.signalCode !== null) return;
+  be.child.kill('SIGTERM');
+  const t = setTimeout(() => be.child.kill('SIGKILL'), graceMs);
+  await be.exited;
+  clearTimeout(t);
+}

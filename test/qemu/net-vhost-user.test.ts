@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startCliBackend, waitForSockets, type CliBackend } from './cli-backend.js';
+import { startCliBackend, stopCliBackend, waitForSockets, type CliBackend } from './cli-backend.js';
 import { bootGuest, describeResult, ensureGuestBuilt, qemuAvailable, type GuestResult } from './guest.js';
 
 // Both guests must run at the same time: this process takes two boot slots (guest.ts reads this per boot).
@@ -44,12 +44,7 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net with two real QEMU guests
   }, 600_000);
 
   afterEach(async () => {
-    if (be && be.child.exitCode === null && be.child.signalCode === null) {
-      be.child.kill('SIGTERM');
-      const t = setTimeout(() => be?.child.kill('SIGKILL'), 5_000);
-      await be.exited;
-      clearTimeout(t);
-    }
+    await stopCliBackend(be, 5_000);
     be = undefined;
     if (dir) rmSync(dir, { recursive: true, force: true });
     dir = undefined;

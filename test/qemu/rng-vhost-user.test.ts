@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startCliBackend, waitForSockets, type CliBackend } from './cli-backend.js';
+import { startCliBackend, stopCliBackend, waitForSockets, type CliBackend } from './cli-backend.js';
 import { bootGuest, describeResult, ensureGuestBuilt, qemuAvailable } from './guest.js';
 
 const qemu = qemuAvailable();
@@ -20,12 +20,7 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-rng with a real QEMU guest', 
   }, 600_000);
 
   afterEach(async () => {
-    if (be && be.child.exitCode === null && be.child.signalCode === null) {
-      be.child.kill('SIGTERM');
-      const t = setTimeout(() => be?.child.kill('SIGKILL'), 3_000);
-      await be.exited;
-      clearTimeout(t);
-    }
+    await stopCliBackend(be, 3_000);
     be = undefined;
     if (dir) rmSync(dir, { recursive: true, force: true });
     dir = undefined;
