@@ -52,6 +52,9 @@ export const raw = {
     number
   >,
   dup: libc.func('int dup(int fd)') as Fn<[number], number>,
+  // open is variadic (the mode); koffi passes the extra argument with its type at the call
+  open: libc.func('int open(const char *path, int flags, ...)') as (path: string, flags: number, modeType: 'uint32_t', mode: number) => number,
+  mkstemp: libc.func('int mkstemp(char *template)') as Fn<[Buffer], number>,
 };
 
 export function errno(): number {

@@ -78,6 +78,22 @@ export function isEventfd(fd: number): boolean {
   }
 }
 
+export const O_RDWR = 2;
+export const O_CREAT = 0o100;
+export const O_NOFOLLOW = 0o400000;
+
+/** open(2) with a mode (for O_CREAT); the fd is close-on-exec. */
+export function openFile(path: string, flags: number, mode = 0o600): number {
+  return check('open', raw.open(path, flags | O_CLOEXEC, 'uint32_t', mode), path);
+}
+
+/** mkstemp(3): a new file from `template` (ending in XXXXXX); returns its fd and the name it got. */
+export function mkstemp(template: string): { fd: number; path: string } {
+  const buf = Buffer.from(`${template}\0`);
+  const fd = check('mkstemp', raw.mkstemp(buf), template);
+  return { fd, path: buf.subarray(0, buf.length - 1).toString() };
+}
+
 export function dup(fd: number): number {
   return check('dup', raw.dup(fd), `fd ${fd}`);
 }
