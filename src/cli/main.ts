@@ -15,6 +15,7 @@ import { runDrive } from './drive.js';
 import { normaliseStatsFlag, startStatsReporter } from './stats-reporter.js';
 import { runNet } from '../devices/net/cli.js';
 import { NET_USAGE } from '../devices/net/net.js';
+import { IVSHMEM_USAGE, runIvshmemClient, runIvshmemServer } from './ivshmem.js';
 
 const USAGE = `usage:
   vhost-wasm rng  (--socket-path P | --fd N) [--source FILE] [backend options]
@@ -27,7 +28,7 @@ ${NET_USAGE}  vhost-wasm <device> --print-capabilities
                    blk: [--iodepth D] [--bs B] [--rw randread|randwrite]
                    [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--no-event-idx]
   vhost-wasm demo [--queues N] [--seconds S]        (what npm start runs)
-
+${IVSHMEM_USAGE}
 backend options:
   --queue-map 0,0,1   worker index per queue (default: one worker per queue)
   --poll-us N         busy-poll N microseconds after the last work before re-arming notifications (default 0)
@@ -154,6 +155,10 @@ export async function main(argv: string[]): Promise<void> {
         return await runDrive(rest);
       case 'demo':
         return await runDemo(rest);
+      case 'ivshmem-server':
+        return await runIvshmemServer(rest);
+      case 'ivshmem-client':
+        return await runIvshmemClient(rest);
       case undefined:
       case 'help':
       case '--help':
