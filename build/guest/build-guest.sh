@@ -27,6 +27,9 @@
 #   VW_GUEST_EXTRA_BINS   space-separated host binaries to copy into initrd.gz (/usr/bin) with their libraries
 #   VW_GUEST_FORCE=1      rebuild even when the stamp matches
 #   VW_GUEST_COMPRESS     gzip level for initrd.gz (default 6)
+#
+# Guest helpers: each build/guest/helpers/NAME.c is compiled with `gcc -static` into /usr/bin/NAME (skipped,
+# with a note, when no static C toolchain is installed; the tests that need one then fail with a clear reason).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,7 +49,8 @@ BOOT_MODULES=(virtio_pci virtio_rng virtio_blk virtio_net virtio_console)
 # Present in the initramfs (modprobe-able, and the kernel's own request_module
 # finds them, e.g. `mount -t ext4` loads ext4) but not loaded at boot unless a
 # test asks (vw.modules=a,b on the command line, or `modprobe NAME` in the test).
-EXTRA_MODULES=(ext4 virtio_scsi sd_mod virtiofs vmw_vsock_virtio_transport virtio_input virtio_balloon)
+EXTRA_MODULES=(ext4 virtio_scsi sd_mod virtiofs vmw_vsock_virtio_transport virtio_input virtio_balloon
+               vfio_pci vfio_iommu_type1)
 # rng_core (hw_random) is checked too: built into Debian's kernel, a module elsewhere.
 CHECK_MODULES=(rng_core)
 
@@ -204,6 +208,8 @@ stamp_inputs() {
   echo "boot=${BOOT_MODULES[*]} extra=${EXTRA_MODULES[*]}"
   sha256sum "$SCRIPT" "$BUSYBOX"
   (cd "$TESTS_DIR" && find . -type f | sort | xargs -r sha256sum)
+  [[ -d "$HERE/helpers" ]] && (cd "$HERE/helpers" && find . -type f | sort | xargs -r sha256sum)
+  command -v gcc >/dev/null 2>&1 && gcc --version | head -1
   local b
   for b in "${COPY_BINS[@]}" $FIO_BIN; do sha256sum "$b"; ldd "$b" 2>/dev/null | sed 's/ (0x[0-9a-f]*)//' || true; done
 }
@@ -326,6 +332,19 @@ if [[ -n "$FIO_BIN" ]]; then
     chroot "$FSTAGE" /usr/bin/fio --version >/dev/null 2>&1 || die "fio copied into the initramfs layer does not run (chroot check)"
   fi
 fi
+
+# small static C helpers for guest tests (e.g. vw-ivshmem: ivshmem-doorbell through vfio-pci)
+for src in "$HERE"/helpers/*.c; do
+  [[ -e "$src" ]] || continue
+  name="$(basename "$src" .c)"
+  if command -v gcc >/dev/null 2>&1 && gcc -static -O2 -Wall -o "$STAGE/usr/bin/$name" "$src" 2>"$STAGE/.gcc.log"; then
+    strip "$STAGE/usr/bin/$name" 2>/dev/null || true
+  else
+    log "note: could not build helper $name (gcc -static with libc6-dev needed): $(tail -3 "$STAGE/.gcc.log" 2>/dev/null)"
+    rm -f "$STAGE/usr/bin/$name"
+  fi
+  rm -f "$STAGE/.gcc.log"
+done
 
 # test scripts and the helper library
 cp "$TESTS_DIR"/*.sh "$STAGE/tests/"

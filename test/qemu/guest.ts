@@ -154,7 +154,7 @@ function newestMtime(paths: string[]): number {
 
 /**
  * Runs build/guest/build-guest.sh when the guest is missing or older than its
- * inputs (the script, build/guest/tests/). Resolves with the script's output;
+ * inputs (the script, build/guest/tests/, build/guest/helpers/). Resolves with the script's output;
  * rejects if it fails. Safe to call from several test files at once (the script
  * takes a lock, and is a fast no-op when up to date).
  */
@@ -162,7 +162,7 @@ export async function ensureGuestBuilt(opts: { force?: boolean; timeoutMs?: numb
   const have = guestAvailable().ok;
   if (have && !opts.force) {
     const built = statSync(join(GUEST_OUT, 'initrd.gz')).mtimeMs;
-    const inputs = newestMtime([BUILD_SCRIPT, join(GUEST_DIR, 'tests')]);
+    const inputs = newestMtime([BUILD_SCRIPT, join(GUEST_DIR, 'tests'), join(GUEST_DIR, 'helpers')]);
     if (inputs <= built) return { built: false, log: '' };
   }
   const log = await new Promise<string>((resolvePromise, reject) => {
