@@ -324,4 +324,7 @@ async function interactive(peer: IvshmemPeer, run: (a: Action) => void, out: (ev
       out('error', { message: (e as Error).message }, `error: ${(e as Error).message}`);
     }
   }
+  rl.close();
+  // quit before EOF: stdin would keep the process alive
+  process.stdin.destroy();
 }
