@@ -11,10 +11,11 @@
  * queued (the fds dup'ed, so a peer leaving meanwhile cannot turn them into someone else's) and sent as the
  * socket drains; a peer whose backlog grows past a bound, or whose socket fails, is dropped like one that left.
  */
+import fs from 'node:fs';
 import { nodePoll, type PollHandle } from '../sys/libc.js';
 import { Errno, SysError } from '../sys/errors.js';
 import { closeQuietly, dup, eventfd } from '../sys/syscalls.js';
-import { UnixConnection, UnixListener } from '../sys/unix-socket.js';
+import { connectUnix, UnixConnection, UnixListener } from '../sys/unix-socket.js';
 import {
   encodeMessage,
   formatSize,
@@ -28,8 +29,12 @@ import { openSharedMemory, type ShmBacking, type SharedMemoryFile } from './shar
 
 export const IVSHMEM_MIN_SIZE = 4096n;
 export const IVSHMEM_MAX_SIZE = 1n << 40n;
-/** messages a peer may owe before it is considered gone (a join of 100 peers x 64 vectors is 6400) */
-const MAX_BACKLOG = 1 << 16;
+/**
+ * Messages (most with a dup'ed fd) a peer may owe before it is considered gone: room for a new peer's whole join
+ * burst (every other peer's vectors) twice over, and at least a hundred joins of 64 vectors, so only a peer that
+ * really stopped reading gets there.
+ */
+const backlogLimit = (peers: number, vectors: number): number => Math.max(8192, 2 * (peers + 2) * vectors + 64);
 
 export interface IvshmemServerOptions {
   socketPath: string;
@@ -62,6 +67,23 @@ export function validateServerOptions(o: Pick<IvshmemServerOptions, 'size' | 've
     throw new IvshmemConfigError(`shared memory size must be ${formatSize(IVSHMEM_MIN_SIZE)}..${formatSize(IVSHMEM_MAX_SIZE)}, got ${o.size} bytes`);
 }
 
+/** A socket file someone still listens on is another server's: never take it over (a stale one is replaced). */
+function refuseLiveSocket(path: string): void {
+  try {
+    if (!fs.lstatSync(path).isSocket()) return;
+  } catch {
+    return;
+  }
+  let fd = -1;
+  try {
+    fd = connectUnix(path);
+  } catch {
+    return;
+  }
+  closeQuietly(fd);
+  throw new Error(`another server is listening on ${path}`);
+}
+
 interface Outgoing {
   msg: Buffer;
   /** a dup the queue owns, closed once sent */
@@ -92,8 +114,8 @@ export class IvshmemServer {
   private readonly peers = new Map<number, Peer>();
   private curId = 0;
   private closed = false;
-  /** peers found broken while sending; removed once the current join or leave is fully sent */
-  private readonly broken = new Set<Peer>();
+  /** peers found broken while sending, and why; removed once the current join or leave is fully sent */
+  private readonly broken = new Map<Peer, string>();
 
   constructor(opts: IvshmemServerOptions) {
     validateServerOptions(opts);
@@ -107,6 +129,7 @@ export class IvshmemServer {
 
   /** Open the shared memory, then listen (the socket appearing means "ready"). */
   start(): this {
+    refuseLiveSocket(this.opts.socketPath);
     this.shmFile = openSharedMemory(this.opts.backing, this.opts.size);
     try {
       this.listener = UnixListener.listen(this.opts.socketPath, 10);
@@ -171,8 +194,10 @@ export class IvshmemServer {
     this.send(peer, IVSHMEM_PROTOCOL_VERSION, undefined);
     this.send(peer, BigInt(id), undefined);
     this.send(peer, IVSHMEM_SHM_MESSAGE, this.shm.fd);
-    if (this.broken.delete(peer)) {
-      this.log(`cannot send the initial info to new peer ${id}; dropped it`);
+    const why = this.broken.get(peer);
+    if (why !== undefined) {
+      this.broken.delete(peer);
+      this.log(`cannot send the initial info to new peer ${id} (${why}); dropped it`);
       this.release(peer);
       return;
     }
@@ -222,10 +247,10 @@ export class IvshmemServer {
   }
 
   private dropBroken(): void {
-    for (const p of this.broken) {
+    for (const [p, why] of this.broken) {
       this.broken.delete(p);
       if (!p.gone && this.peers.get(p.id) === p) {
-        this.log(`peer ${p.id} is not taking messages; dropped it`);
+        this.log(`peer ${p.id}: ${why}; dropped it`);
         this.removePeer(p);
       }
     }
@@ -238,26 +263,28 @@ export class IvshmemServer {
     if (peer.backlog.length === 0) {
       const r = this.trySend(peer, msg, fd);
       if (r === 'sent') return;
-      if (r === 'failed') return void this.broken.add(peer);
+      if (r !== 'full') return void this.broken.set(peer, r);
     }
-    if (peer.backlog.length >= MAX_BACKLOG) return void this.broken.add(peer);
+    const limit = backlogLimit(this.peers.size, this.opts.vectors);
+    if (peer.backlog.length >= limit) return void this.broken.set(peer, `not reading (${limit} messages queued)`);
     let owned: number | undefined;
     try {
       owned = fd === undefined ? undefined : dup(fd);
-    } catch {
-      return void this.broken.add(peer);
+    } catch (e) {
+      return void this.broken.set(peer, (e as Error).message);
     }
     peer.backlog.push({ msg, fd: owned });
     if (peer.backlog.length === 1 && peer.poll) this.watch(peer);
   }
 
-  private trySend(peer: Peer, msg: Buffer, fd: number | undefined): 'sent' | 'full' | 'failed' {
+  /** 'sent', 'full' (try again when writable), or why it failed */
+  private trySend(peer: Peer, msg: Buffer, fd: number | undefined): string {
     try {
       peer.conn.send(msg, fd === undefined ? [] : [fd], 0);
       return 'sent';
     } catch (e) {
       if (e instanceof SysError && e.errno === Errno.EAGAIN) return 'full';
-      return 'failed';
+      return (e as Error).message;
     }
   }
 
@@ -268,7 +295,8 @@ export class IvshmemServer {
       if (r === 'full') return;
       peer.backlog.shift();
       closeQuietly(o.fd);
-      if (r === 'failed') {
+      if (r !== 'sent') {
+        this.log(`peer ${peer.id}: ${r}; dropped it`);
         this.removePeer(peer);
         return;
       }
