@@ -9,7 +9,7 @@
 import { Worker } from 'node:worker_threads';
 import { GuestMemory, type MappedRegion } from '../memory/guest-memory.js';
 import { builtPath } from '../runtime/package-root.js';
-import { closeQuietly, eventfd, eventfdSignal, fstat } from '../sys/syscalls.js';
+import { closeQuietly, eventfd, eventfdSignal, fstat, isEventfd } from '../sys/syscalls.js';
 import { connectUnix, UnixConnection } from '../sys/unix-socket.js';
 import {
   bytesUntilMessageEnd,
@@ -219,6 +219,11 @@ export class IvshmemPeer {
       case 'shm':
         return this.map(e.fd);
       case 'vector': {
+        // anything but an eventfd would be written to by ring() or spin the worker's poll()
+        if (!isEventfd(e.fd)) {
+          closeQuietly(e.fd);
+          return this.emit({ type: 'warning', message: `the server sent peer ${e.peer}'s vector ${e.vector} as something other than an eventfd; ignored it` });
+        }
         let fds = this.peerVectors.get(e.peer);
         if (!fds) this.peerVectors.set(e.peer, (fds = []));
         fds.push(e.fd);

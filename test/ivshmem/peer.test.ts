@@ -3,11 +3,13 @@
  * mapped into each peer's own WebAssembly.Memory (coherent between peers), doorbells both ways through the
  * vector worker, joins and leaves as events, and QEMU's client-side rules on what the server may send.
  */
+import fs from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { IvshmemPeer, type PeerEvent } from '../../src/ivshmem/peer.js';
-import { ClientProtocolState, IvshmemProtocolError } from '../../src/ivshmem/protocol.js';
+import { ClientProtocolState, encodeMessage, IvshmemProtocolError } from '../../src/ivshmem/protocol.js';
 import { IvshmemServer } from '../../src/ivshmem/server.js';
-import { closeQuietly, eventfd } from '../../src/sys/syscalls.js';
+import { closeQuietly, eventfd, ftruncate, memfdCreate } from '../../src/sys/syscalls.js';
+import { UnixConnection, UnixListener } from '../../src/sys/unix-socket.js';
 import { tempSocketPath } from '../helpers/backend.js';
 import { RawClient } from './raw-client.js';
 
@@ -111,6 +113,66 @@ describe('ivshmem host-side peer', () => {
     const b = await peer(s);
     await eventually(() => a.peers().get(b.id) === 2 && warnings.length > 0, 'a refused b\'s extra vectors');
     expect(warnings.join('\n')).toMatch(/Too many eventfd/);
+  });
+});
+
+describe('ivshmem host-side peer: resources', () => {
+  it('close() gives back every fd, the mapping and the worker', async () => {
+    const s = startServer(8);
+    const fds = (): number => fs.readdirSync('/proc/self/fd').length;
+    const once = async (): Promise<void> => {
+      const p = await IvshmemPeer.connect({ socketPath: s.opts.socketPath });
+      p.bytes()[0] = 1;
+      await p.close();
+      // the server's side of the peer (socket, eventfds) lives in this process too
+      await eventually(() => s.peerList().length === 0, 'the server lets the peer go');
+    };
+    await once();
+    const before = fds();
+    for (let i = 0; i < 5; i++) await once();
+    expect(fds()).toBe(before);
+  });
+});
+
+describe('ivshmem host-side peer against a hostile server', () => {
+  /** A fake server: sends the given messages to the first client, keeps the connection open. */
+  function fakeServer(messages: [number, number | undefined][]): { path: string; more: (m: [number, number | undefined][]) => void } {
+    const path = tempSocketPath('fake.sock');
+    const l = UnixListener.listen(path);
+    cleanup.push(() => l.close());
+    let conn: UnixConnection | undefined;
+    const send = (m: [number, number | undefined][]): void => {
+      for (const [v, f] of m) conn!.send(encodeMessage(BigInt(v)), f === undefined ? [] : [f]);
+    };
+    l.start((fd) => {
+      conn = new UnixConnection(fd);
+      cleanup.push(() => conn!.close());
+      send(messages);
+    });
+    return { path, more: send };
+  }
+
+  it('refuses a server that sends version 1 ("expecting 0")', async () => {
+    const { path } = fakeServer([[1, undefined]]);
+    await expect(IvshmemPeer.connect({ socketPath: path, timeoutMs: 3000 })).rejects.toThrow(/version 1.*expecting 0/);
+  });
+
+  it('ignores a vector that is not an eventfd, and stops listening to a server that breaks the rules later', async () => {
+    const shm = memfdCreate('fake-shm');
+    ftruncate(shm, 65536);
+    const notEventfd = memfdCreate('not-an-eventfd');
+    const own = eventfd();
+    cleanup.push(() => [shm, notEventfd, own].forEach(closeQuietly));
+    const { path, more } = fakeServer([[0, undefined], [3, undefined], [-1, shm], [5, notEventfd], [3, own]]);
+    const events: PeerEvent[] = [];
+    const p = await IvshmemPeer.connect({ socketPath: path, timeoutMs: 3000 });
+    cleanup.push(() => p.close());
+    p.on((e) => events.push(e));
+    more([[9, undefined]]);
+    await eventually(() => events.some((e) => e.type === 'server-gone'), 'the bad leave ends the connection');
+    expect(p.id).toBe(3);
+    expect(p.peers().has(5)).toBe(false);
+    expect(events.find((e) => e.type === 'server-gone')).toMatchObject({ reason: expect.stringMatching(/unknown peer ID 9/) });
   });
 });
 
