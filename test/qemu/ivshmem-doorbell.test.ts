@@ -27,7 +27,7 @@ function guest(sock: string, kernelArgs: string): BootOptions {
     smp: 1,
     chardevs: [`socket,path=${sock},id=ivs`],
     // the IOMMU first: devices created after it get their DMA (and MSI) through it
-    devices: ['intel-iommu', `ivshmem-doorbell,chardev=ivs,vectors=${VECTORS}`],
+    devices: ['intel-iommu,intremap=off', `ivshmem-doorbell,chardev=ivs,vectors=${VECTORS}`],
     // generous waits: the other guest may sit in the harness's queue for a boot slot meanwhile
     kernelArgs: `intel_iommu=on vw.timeout=280 vw.ivshmem_wait=240 ${kernelArgs}`,
     timeoutMs: 320_000,
