@@ -22,7 +22,7 @@ function tempDir(): string {
   return d;
 }
 
-function cli(args: string[], limitMs = 30_000): ReturnType<typeof runNode> {
+function cli(args: string[], limitMs = 120_000): ReturnType<typeof runNode> {
   const r = runNode(BIN, args, limitMs);
   cleanup.push(() => {
     if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
@@ -30,7 +30,7 @@ function cli(args: string[], limitMs = 30_000): ReturnType<typeof runNode> {
   return r;
 }
 
-async function waitFor(pred: () => boolean, what: string, limitMs = 10_000): Promise<void> {
+async function waitFor(pred: () => boolean, what: string, limitMs = 60_000): Promise<void> {
   const deadline = Date.now() + limitMs;
   while (!pred()) {
     if (Date.now() > deadline) throw new Error(`not within ${limitMs} ms: ${what}`);
@@ -173,9 +173,9 @@ describe('ivshmem-server under churn', () => {
 describe('ivshmem-client command line', () => {
   it('two scripted clients: a message through the shared memory and a doorbell on a chosen vector (JSON lines)', async () => {
     const s = await foregroundServer(4);
-    const a = cli(['ivshmem-client', '-S', s.sock, '--json', '--write', '0:ping', '--wait', '--read', '100:8', '--timeout', '20']);
-    await waitForOutput(a.output, /"event":"connected"/);
-    const b = cli(['ivshmem-client', '-S', s.sock, '--json', '--wait-peer', '0', '--read', '0:8', '--write', '100:pong', '--ring', '0:2', '--timeout', '20']);
+    const a = cli(['ivshmem-client', '-S', s.sock, '--json', '--write', '0:ping', '--wait', '--read', '100:8', '--timeout', '90']);
+    await waitForOutput(a.output, /"event":"connected"/, 60_000);
+    const b = cli(['ivshmem-client', '-S', s.sock, '--json', '--wait-peer', '0', '--read', '0:8', '--write', '100:pong', '--ring', '0:2', '--timeout', '90']);
     const [ea, eb] = await Promise.all([a.exit, b.exit]);
     expect(ea.code, a.output()).toBe(0);
     expect(eb.code, b.output()).toBe(0);
@@ -188,20 +188,20 @@ describe('ivshmem-client command line', () => {
     expect(lb).toContainEqual({ event: 'rang', peer: 0, vector: 2 });
     expect(la).toContainEqual({ event: 'interrupt', vector: 2, count: 1 });
     expect(la).toContainEqual(expect.objectContaining({ event: 'read', offset: 100, text: 'pong' }));
-  });
+  }, 200_000);
 
   it('stdin commands like the reference client: dump, int PEER VECTOR, int all', async () => {
     const s = await foregroundServer(2);
     // rings of one vector may coalesce (one eventfd counter): two rings on v1 and one on v0 are >= 2 events
-    const a = cli(['ivshmem-client', '-S', s.sock, '--json', '--wait', '--wait', '--timeout', '20']);
-    await waitForOutput(a.output, /"event":"connected"/);
+    const a = cli(['ivshmem-client', '-S', s.sock, '--json', '--wait', '--wait', '--timeout', '90']);
+    await waitForOutput(a.output, /"event":"connected"/, 60_000);
     const b = spawn(process.execPath, [BIN, 'ivshmem-client', '-S', s.sock], { stdio: ['pipe', 'pipe', 'pipe'] });
     cleanup.push(() => b.kill('SIGKILL'));
     let out = '';
     b.stdout.on('data', (d) => (out += d));
     b.stderr.on('data', (d) => (out += d));
-    const exit = waitExit(b, 20_000);
-    await waitForOutput(() => out, /connected: id 1/);
+    const exit = waitExit(b, 120_000);
+    await waitForOutput(() => out, /connected: id 1/, 60_000);
     b.stdin.write('dump\nint 0 1\nint 0 all\nbogus\nquit\n');
     expect((await exit).code, out).toBe(0);
     expect(out).toMatch(/peers: 0\(2\)/);
@@ -210,5 +210,5 @@ describe('ivshmem-client command line', () => {
     expect(out).toMatch(/unknown command 'bogus'/);
     expect((await a.exit).code, a.output()).toBe(0);
     expect(a.output()).toMatch(/"event":"interrupt","vector":1/);
-  });
+  }, 200_000);
 });

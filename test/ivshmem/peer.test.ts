@@ -30,7 +30,7 @@ async function peer(s: IvshmemServer, maxVectors?: number): Promise<IvshmemPeer>
   return p;
 }
 
-async function eventually(pred: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+async function eventually(pred: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!pred()) {
     if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
@@ -62,10 +62,10 @@ describe('ivshmem host-side peer', () => {
     expect(a.peers().get(b.id)).toBe(4);
     expect(b.peers().get(a.id)).toBe(4);
     for (const v of [0, 3, 1]) {
-      const got = b.waitFor(isInterrupt(v), 5000);
+      const got = b.waitFor(isInterrupt(v), 15_000);
       a.ring(b.id, v);
       expect((await got).count).toBe(1);
-      const back = a.waitFor(isInterrupt(v), 5000);
+      const back = a.waitFor(isInterrupt(v), 15_000);
       b.ring(a.id, v);
       await back;
     }
@@ -76,12 +76,12 @@ describe('ivshmem host-side peer', () => {
   it('reports joins and leaves of other peers (bare clients included)', async () => {
     const s = startServer(1);
     const a = await peer(s);
-    const joined = a.waitFor((e) => e.type === 'peer-joined', 5000);
+    const joined = a.waitFor((e) => e.type === 'peer-joined', 15_000);
     const raw = new RawClient(s.opts.socketPath);
     cleanup.push(() => raw.close());
     await raw.handshake(1);
     expect(await joined).toEqual({ type: 'peer-joined', peer: raw.id });
-    const left = a.waitFor((e) => e.type === 'peer-left', 5000);
+    const left = a.waitFor((e) => e.type === 'peer-left', 15_000);
     raw.close();
     expect(await left).toEqual({ type: 'peer-left', peer: raw.id });
     expect(a.peers().size).toBe(0);
@@ -92,12 +92,12 @@ describe('ivshmem host-side peer', () => {
     const a = await peer(s);
     const b = await peer(s);
     await eventually(() => a.peers().has(b.id), 'a knows b');
-    const gone = a.waitFor((e) => e.type === 'server-gone', 5000);
+    const gone = a.waitFor((e) => e.type === 'server-gone', 15_000);
     s.close();
     // the server's close announces b leaving to a, or a leaving to b, first; whichever: a learns the server is gone
     await gone;
     if (a.peers().has(b.id)) {
-      const got = b.waitFor(isInterrupt(0), 5000);
+      const got = b.waitFor(isInterrupt(0), 15_000);
       a.ring(b.id, 0);
       await got;
     }

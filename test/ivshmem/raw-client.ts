@@ -33,7 +33,7 @@ export class RawClient {
   }
 
   /** Next message; fails after `timeoutMs`. Reads exactly 8 bytes so fds stay with their message. */
-  async next(timeoutMs = 5000): Promise<WireMessage> {
+  async next(timeoutMs = 15_000): Promise<WireMessage> {
     const buf = Buffer.allocUnsafeSlow(8);
     const fds: number[] = [];
     let got = 0;
@@ -93,7 +93,7 @@ export class RawClient {
   }
 
   /** Read messages until `pred` holds for this client's view. */
-  async until(pred: () => boolean, timeoutMs = 5000): Promise<void> {
+  async until(pred: () => boolean, timeoutMs = 15_000): Promise<void> {
     while (!pred()) this.apply(await this.next(timeoutMs));
   }
 

@@ -29,7 +29,7 @@ function client(s: IvshmemServer): RawClient {
   return c;
 }
 
-async function eventually(pred: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+async function eventually(pred: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!pred()) {
     if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms: ${what}`);
