@@ -8,6 +8,12 @@ export interface BackendOptions {
   queues: number;
   pollUs: number;
   batch: number;
+  /** ring engine (--engine); default the back-end's */
+  engine?: string;
+  /** notification policy (--notify); default from pollUs */
+  notify?: string;
+  /** queue worker per queue (--queue-map) */
+  queueMap?: readonly number[];
 }
 
 /** Every back-end still alive, so that an interrupted run can kill them all. */
@@ -78,6 +84,9 @@ export class Backend {
       String(opts.pollUs),
       '--batch',
       String(opts.batch),
+      ...(opts.engine ? ['--engine', opts.engine] : []),
+      ...(opts.notify ? ['--notify', opts.notify] : []),
+      ...(opts.queueMap ? ['--queue-map', opts.queueMap.join(',')] : []),
     ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const b = new Backend(child, opts, args.slice(1));
