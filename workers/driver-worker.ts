@@ -5,7 +5,7 @@
  */
 import { instantiateEngine } from '../src/engine/engine.js';
 import { DS_ERRORS, DS_STAT_KICKS, DS_STAT_USED_BYTES } from '../src/engine/layout.js';
-import { eventfdDrain, eventfdSignal, POLLIN, pollFds } from '../src/sys/syscalls.js';
+import { eventfdDrain, eventfdSignal, POLLIN, pollFds, schedYield } from '../src/sys/syscalls.js';
 import type { DriverResult, DriverTask, LatencySummary } from '../src/frontend/driver-protocol.js';
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -43,8 +43,10 @@ export default function runDriver(t: DriverTask): DriverResult {
   const spinForUsed = (): boolean => {
     if (spinMs <= 0) return false;
     const until = performance.now() + spinMs;
-    do if (e.drvUsedPending(t.ds) > 0) return true;
-    while (performance.now() < until);
+    do {
+      if (e.drvUsedPending(t.ds) > 0) return true;
+      schedYield();
+    } while (performance.now() < until);
     return false;
   };
   const dv = (): DataView => new DataView(t.memory.buffer);

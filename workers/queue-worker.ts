@@ -29,7 +29,7 @@ import {
 import { QUEUE_HANDLERS } from '../src/devices/queue-handlers.js';
 import type { QueueHandler } from '../src/devices/queue-handler.js';
 import { memoryBaseAddress } from '../src/sys/libc.js';
-import { eventfdDrain, eventfdSignal, POLLERR, POLLHUP, POLLIN, POLLNVAL, pollFds } from '../src/sys/syscalls.js';
+import { eventfdDrain, eventfdSignal, POLLERR, POLLHUP, POLLIN, POLLNVAL, pollFds, schedYield } from '../src/sys/syscalls.js';
 import { InOrderCompletions } from '../src/queues/in-order-completions.js';
 import type { NotifyPolicy, QueueWorkerApi, QueueWorkerData, RingStart, StoppedRing, WorkerEvent } from '../src/queues/worker-protocol.js';
 
@@ -109,9 +109,9 @@ function notePopped(r: Ring, n: number): void {
   for (let k = 0; k < n; k++, w += CHAIN_BYTES >>> 2) o.popped(areaWords[w]!);
 }
 
-/** Process a ring until it is empty (or, while busy-polling, until this round found nothing). */
-function processRing(r: Ring, now: number): void {
-  if (r.broken || !r.enabled || paused) return;
+/** Process a ring until it is empty (or, while busy-polling, until this round found nothing); true if it found work. */
+function processRing(r: Ring, now: number): boolean {
+  if (r.broken || !r.enabled || paused) return false;
   const qs = r.qs;
   const h = r.handler;
   const async = h.completionFd !== undefined;
@@ -156,6 +156,7 @@ function processRing(r: Ring, now: number): void {
     if (r.polling) bump(r, QS_STAT_POLL_HITS);
   }
   if (calls > 0) bump(r, QS_STAT_CALLS, calls);
+  return worked;
 }
 
 /** Completions of an asynchronous handler: push them, publish, and go on with what they made room for. */
@@ -292,7 +293,10 @@ async function run(): Promise<void> {
       processRing(r, now);
     }
     if (anyPolling) {
-      for (const r of rings.values()) if ((r.polling || r.kickFd < 0) && r.enabled && !r.broken) processRing(r, now);
+      let found = ready > 0;
+      for (const r of rings.values()) if ((r.polling || r.kickFd < 0) && r.enabled && !r.broken && processRing(r, now)) found = true;
+      // nothing to do this round: let a thread that shares our core (the driver, on a small machine) run
+      if (!found) schedYield();
     }
   }
   for (const r of rings.values()) r.handler.close?.();

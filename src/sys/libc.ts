@@ -52,6 +52,7 @@ export const raw = {
     number
   >,
   dup: libc.func('int dup(int fd)') as Fn<[number], number>,
+  sched_yield: libc.func('int sched_yield()') as Fn<[], number>,
 };
 
 export function errno(): number {
