@@ -105,6 +105,8 @@ export interface LabOptions {
   tmpDir: string;
   quick: boolean;
   seconds: number;
+  /** engine modules (paths) to sweep beside the shipped ones */
+  extraEngines?: readonly string[];
   /** a step of the progress bar */
   step: (label: string) => void;
   done: () => void;
@@ -177,22 +179,22 @@ function policyRun(tmpDir: string, name: string, policy: string, queues: number,
   });
 }
 
-export function sweepPlan(quick: boolean): { engines: string[]; policies: string[]; batches: number[] } {
+export function sweepPlan(quick: boolean, extraEngines: readonly string[] = []): { engines: string[]; policies: string[]; batches: number[] } {
   return {
-    // every shipped engine: one added to the registry (packed) shows up here with no change
-    engines: Object.keys(ENGINES),
+    // every shipped engine (one added to the registry shows up here with no change), then engine modules named with --engine
+    engines: [...Object.keys(ENGINES), ...extraEngines],
     policies: Object.keys(LAB_POLICIES),
     batches: quick ? [4, 128] : [1, 4, 16, 64, 256],
   };
 }
 
-export function sweepSteps(quick: boolean): number {
-  const p = sweepPlan(quick);
+export function sweepSteps(quick: boolean, extraEngines: readonly string[] = []): number {
+  const p = sweepPlan(quick, extraEngines);
   return p.engines.length * p.policies.length * p.batches.length;
 }
 
 export async function runSweep(o: LabOptions): Promise<LabSweep> {
-  const plan = sweepPlan(o.quick);
+  const plan = sweepPlan(o.quick, o.extraEngines);
   const seconds = o.quick ? Math.min(o.seconds, 0.5) : Math.min(o.seconds, 1);
   const r: LabSweep = {
     queueSize: QUEUE_SIZE,

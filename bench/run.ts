@@ -35,6 +35,7 @@ const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rou
                 (3..5; 1 with --quick)
   --json        print the results JSON on stdout instead of the summary (progress goes to stderr)
   --no-lab      skip the engine/policy sweep and the scaling runs
+  --engine PATH also sweep this engine module (createEngine, see README "Adding an engine"); repeatable
   --no-blk      skip the blk comparison (ours vs qemu-storage-daemon)
   --blk-only    run only the blk comparison
   --blk-seconds S, --blk-rounds N
@@ -123,6 +124,7 @@ async function main(): Promise<void> {
       'no-net': { type: 'boolean' },
       'net-only': { type: 'boolean' },
       'no-lab': { type: 'boolean' },
+      engine: { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -159,11 +161,16 @@ async function main(): Promise<void> {
   const withBlk = !values['no-blk'] && !values['net-only'];
   const withNet = !values['no-net'] && !values['blk-only'];
   const latencySteps = values['net-only'] || values['blk-only'] ? 0 : 2 * rounds + 1;
-  bar = new Progress((lab ? sweepSteps(quick) + scalingSteps(quick) : 0) + latencySteps + (withBlk ? 1 : 0) + (withNet ? 1 : 0));
+  const extraEngines = (values.engine ?? []).map((e) => {
+    if (!fs.existsSync(e)) throw new Error(`--engine ${e}: no such file`);
+    return path.resolve(e);
+  });
+  bar = new Progress((lab ? sweepSteps(quick, extraEngines) + scalingSteps(quick) : 0) + latencySteps + (withBlk ? 1 : 0) + (withNet ? 1 : 0));
   const labOpts = {
     tmpDir: '',
     quick,
     seconds,
+    extraEngines,
     step: (l: string) => bar!.step(l),
     done: () => bar!.tick(),
     log: progress,

@@ -17,6 +17,8 @@ export interface AllResults extends BenchResults {
 
 const M = (x: number | undefined, d = 2): string => (x === undefined ? '-' : (x / 1e6).toFixed(d));
 const F = (x: number | undefined, d = 2): string => (x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
+/** An engine module given by path is shown by its file name. */
+const engineLabel = (e: string): string => (e.includes('/') ? path.basename(e).replace(/\.js$/, '') : e);
 const verdict = (pass: boolean | undefined): string => (pass === undefined ? 'n/a' : pass ? 'met' : 'NOT met');
 
 function table(head: string[], rows: string[][]): string[] {
@@ -95,7 +97,7 @@ export function writeSummary(dir: string, r: AllResults): { markdown: string; fi
     );
     const rows = lab.engines.flatMap((engine) =>
       lab.policies.map((policy) => [
-        `${engine}`,
+        engineLabel(engine),
         policy,
         ...lab.batches.map((b) => {
           const p = lab.points.find((x) => x.engine === engine && x.policy === policy && x.batch === b);
@@ -111,7 +113,7 @@ export function writeSummary(dir: string, r: AllResults): { markdown: string; fi
         .filter((e) => e !== ref)
         .flatMap((engine) =>
           lab.policies.map((policy) => [
-            engine,
+            engineLabel(engine),
             policy,
             ...lab.batches.map((b) => {
               const p = lab.points.find((x) => x.engine === engine && x.policy === policy && x.batch === b);
@@ -123,10 +125,10 @@ export function writeSummary(dir: string, r: AllResults): { markdown: string; fi
       md.push(...table(['engine', 'policy', ...lab.batches.map((b) => `batch ${b}`)], rrows), '');
     }
     md.push('Policies:', '', ...lab.policies.map((p) => `- \`${p}\`: ${lab.policyNotes[p] ?? LAB_POLICIES[p]?.what ?? ''}`), '');
-    if (lab.best) md.push(`Best: ${M(lab.best.chainsPerSec)} M chains/s (${lab.best.engine}, ${lab.best.policy}, batch ${lab.best.batch}).`, '');
+    if (lab.best) md.push(`Best: ${M(lab.best.chainsPerSec)} M chains/s (${engineLabel(lab.best.engine)}, ${lab.best.policy}, batch ${lab.best.batch}).`, '');
     const series: Series[] = lab.engines.flatMap((engine) =>
       lab.policies.map((policy) => ({
-        name: `${engine} ${policy}`,
+        name: `${engineLabel(engine)} ${policy}`,
         points: lab.points.filter((x) => x.engine === engine && x.policy === policy && x.ok).map((x) => [x.batch, x.chainsPerSec! / 1e6] as const),
       })),
     );
