@@ -35,6 +35,19 @@ function latencyPercentiles(r: BenchResults): { p: string; ours?: number; c?: nu
   });
 }
 
+function blkHeadline(b: BlkBenchResults): string[] {
+  const h = b.headline;
+  const sc = b.frontend.find((x) => x.name === h.scenario);
+  return [
+    `blk ${h.scenario} k IOPS`,
+    F(sc?.oursIops && sc.oursIops / 1e3, 1),
+    `qemu-storage-daemon ${F(sc?.qsdIops && sc.qsdIops / 1e3, 1)}`,
+    F(h.ratio),
+    `>= ${h.target}`,
+    verdict(h.pass),
+  ];
+}
+
 /** Write summary.md and the charts into dir; returns the markdown. */
 export function writeSummary(dir: string, r: AllResults): { markdown: string; files: string[] } {
   const files: string[] = [];
@@ -69,7 +82,7 @@ export function writeSummary(dir: string, r: AllResults): { markdown: string; fi
       ['figure', 'ours', 'peer', 'ratio', 'target', 'verdict'],
       [
         ['chains/s per queue worker, null, built-in front-end (M)', M(r.best.perQueueChainsPerSec), '-', '-', `>= ${r.best.target / 1e6} M`, verdict(r.best.pass) + (r.best.scenario ? ` (${r.best.scenario})` : '')],
-        ['kick-to-call p50 (us), 1 queue, eventfds', F(L.oursP50Us), `C ping-pong ${F(L.cP50Us)}`, F(L.ratio), `<= ${L.target}`, verdict(L.pass) + (L.noisy ? ' (noisy: C moved ' + F(L.cP50Spread, 1) + 'x)' : '')],
+        ['kick-to-call p50 (us), 1 queue, eventfds', F(L.oursP50Us), `C ping-pong ${F(L.cP50Us)}`, F(L.ratio, 3), `<= ${L.target}`, verdict(L.pass) + (L.noisy ? ' (noisy: C moved ' + F(L.cP50Spread, 1) + 'x)' : '')],
         [
           `scaling efficiency up to ${sc?.maxQueues ?? '-'} queues`,
           F(bestEff),
@@ -78,7 +91,7 @@ export function writeSummary(dir: string, r: AllResults): { markdown: string; fi
           `>= ${sc?.target ?? 0.85}`,
           verdict(sc?.pass) + (bestEffPolicy ? ` (${bestEffPolicy})` : ''),
         ],
-        ...(r.blk ? [[`blk ${r.blk.headline.scenario} IOPS`, '-', 'qemu-storage-daemon', F(r.blk.headline.ratio), `>= ${r.blk.headline.target}`, verdict(r.blk.headline.pass)]] : []),
+        ...(r.blk ? [blkHeadline(r.blk)] : []),
         ...(r.net && !r.net.skipped
           ? [[`net ${r.net.headline.scenario} Mpps`, F(r.net.headline.oursMpps, 3), `DPDK vhost PMD ${F(r.net.headline.dpdkMpps, 3)}`, F(r.net.headline.ratio), `>= ${r.net.headline.target}`, verdict(r.net.headline.pass)]]
           : []),

@@ -35,8 +35,8 @@ export interface BarChart {
 }
 
 const W = 760;
-const H = 420;
-const M = { left: 70, right: 190, top: 40, bottom: 60 };
+const H = 440;
+const M = { left: 70, right: 190, top: 40, bottom: 80 };
 const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
 
 export function colour(i: number): string {
@@ -142,6 +142,8 @@ export function barChart(c: BarChart): string {
   const py = yAxis(Math.max(...values) * 1.12, c.yLabel, out);
   const names = [...new Set(c.groups.flatMap((g) => g.bars.map((b) => b.name)))];
   const gw = (W - M.left - M.right) / c.groups.length;
+  // long group labels that would run into each other are slanted
+  const slant = c.groups.some((g) => g.label.length * 6.5 > gw);
   const bw = Math.min(40, (gw * 0.8) / Math.max(1, names.length));
   c.groups.forEach((g, gi) => {
     const gx = M.left + gi * gw + (gw - bw * names.length) / 2;
@@ -156,7 +158,8 @@ export function barChart(c: BarChart): string {
       out.push(`<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(bw - 2).toFixed(1)}" height="${(H - M.bottom - y).toFixed(1)}" fill="${colour(k)}"><title>${esc(`${g.label} ${b.name}: ${num(b.value)}`)}</title></rect>`);
     });
     const cx = M.left + gi * gw + gw / 2;
-    out.push(`<text x="${cx}" y="${H - M.bottom + 16}" text-anchor="middle" font-size="11">${esc(g.label)}</text>`);
+    if (slant) out.push(`<text x="${cx}" y="${H - M.bottom + 14}" text-anchor="end" font-size="11" transform="rotate(-25 ${cx} ${H - M.bottom + 14})">${esc(g.label)}</text>`);
+    else out.push(`<text x="${cx}" y="${H - M.bottom + 16}" text-anchor="middle" font-size="11">${esc(g.label)}</text>`);
     if (g.note) {
       const top = Math.min(...g.bars.map((b) => (b.value === undefined ? H - M.bottom : py(b.value))));
       out.push(`<text x="${cx}" y="${top - 6}" text-anchor="middle" font-size="11" font-weight="bold">${esc(g.note)}</text>`);
