@@ -178,12 +178,12 @@ export function writeSummary(dir: string, r: AllResults): { markdown: string; fi
       '',
     );
     const policies = [...new Set(sc.rows.map((x) => x.policy))];
-    const series: Series[] = policies.flatMap((p) => {
+    const series: Series[] = policies.flatMap((p, pi) => {
       const rows = sc.rows.filter((x) => x.policy === p && x.medianTotal !== undefined);
       const one = rows.find((x) => x.queues === 1)?.medianTotal;
       return [
-        { name: `${p} measured`, points: rows.map((x) => [x.queues, x.medianTotal! / 1e6] as const) },
-        ...(one ? [{ name: `${p} ideal (N x 1q)`, dashed: true, points: rows.map((x) => [x.queues, (x.queues * one) / 1e6] as const) }] : []),
+        { name: `${p} measured`, colourIndex: pi, points: rows.map((x) => [x.queues, x.medianTotal! / 1e6] as const) },
+        ...(one ? [{ name: `${p} ideal (N x 1q)`, dashed: true, colourIndex: pi, points: rows.map((x) => [x.queues, (x.queues * one) / 1e6] as const) }] : []),
       ];
     });
     md.push(`![scaling](${chart('scaling.svg', lineChart({ title: 'null device: total chains/s against queue count', xLabel: 'queues (one queue worker each)', yLabel: 'M chains/s', series }))})`, '');

@@ -8,6 +8,8 @@ export interface Series {
   points: readonly (readonly [number, number])[];
   /** drawn dashed (reference lines: the ideal, a target) */
   dashed?: boolean;
+  /** palette index (default: the series' position), so that a reference line can share its series' colour */
+  colourIndex?: number;
 }
 
 export interface LineChart {
@@ -124,14 +126,15 @@ export function lineChart(c: LineChart): string {
     out.push(`<line x1="${M.left}" y1="${py(c.hline.y)}" x2="${W - M.right}" y2="${py(c.hline.y)}" stroke="#555" stroke-dasharray="2 3"/>`);
     out.push(`<text x="${W - M.right - 4}" y="${py(c.hline.y) - 4}" text-anchor="end" fill="#555">${esc(c.hline.label)}</text>`);
   }
-  c.series.forEach((s, i) => {
+  c.series.forEach((s, si) => {
+    const i = s.colourIndex ?? si;
     const p = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
     if (p.length === 0) return;
     const d = p.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ');
     out.push(`<polyline fill="none" stroke="${colour(i)}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5 4"' : ''} points="${d}"/>`);
     if (!s.dashed) for (const [x, y] of p) out.push(`<circle cx="${px(x).toFixed(1)}" cy="${py(y).toFixed(1)}" r="3" fill="${colour(i)}"><title>${esc(`${s.name}: ${num(x)} -> ${num(y)}`)}</title></circle>`);
   });
-  legend(c.series.map((s, i) => ({ name: s.name, colour: colour(i), dashed: s.dashed })), out);
+  legend(c.series.map((s, i) => ({ name: s.name, colour: colour(s.colourIndex ?? i), dashed: s.dashed })), out);
   return frame(c.title, out);
 }
 
