@@ -91,7 +91,8 @@ export class Backend {
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const b = new Backend(child, opts, args.slice(1));
     const deadline = Date.now() + timeoutMs;
-    while (!fs.existsSync(opts.socketPath)) {
+    // the socket file appears at bind(), before listen(): wait for the back-end to say it listens
+    while (!fs.existsSync(opts.socketPath) || !b.stderrTail.includes('listening on')) {
       if (b.exited) throw new Error(`back-end exited before listening (${b.describeExit()}): ${b.log}`);
       if (Date.now() > deadline) {
         await b.stop();

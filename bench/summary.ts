@@ -25,13 +25,19 @@ function table(head: string[], rows: string[][]): string[] {
   return [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)];
 }
 
-/** Median of ours and of the C ping-pong per percentile, over the latency rounds. */
+/**
+ * Per percentile, as the p50 verdict is taken: ours, the median over rounds; C, per round the mean of the runs
+ * just before and after ours, then the median over rounds.
+ */
 function latencyPercentiles(r: BenchResults): { p: string; ours?: number; c?: number }[] {
-  const ours = r.latency.rounds.filter((x) => x.ours.ok).map((x) => x.ours);
-  const cs = [r.latency.rounds[0]?.cBefore, ...r.latency.rounds.map((x) => x.cAfter)].filter((c) => c?.ok).map((c) => c!.result!);
+  const rounds = r.latency.rounds.filter((x) => x.ours.ok);
   return (['p50', 'p90', 'p99'] as const).map((p) => {
     const k = `${p}Us` as const;
-    return { p, ours: median(ours.map((x) => x[k]!).filter((v) => v !== undefined)), c: median(cs.map((x) => x[k])) };
+    const cs = rounds.flatMap((x) => {
+      const v = [x.cBefore, x.cAfter].filter((c) => c.ok).map((c) => c.result![k]);
+      return v.length ? [v.reduce((a, b) => a + b, 0) / v.length] : [];
+    });
+    return { p, ours: median(rounds.map((x) => x.ours[k]!)), c: median(cs) };
   });
 }
 

@@ -102,6 +102,43 @@ describe('notification policy (--notify)', () => {
   });
 });
 
+describe('batch limit (--batch) and queue-to-worker mapping (--queue-map)', () => {
+  it('--batch N: no engine call pops more than N chains', async () => {
+    backend = startBackend(nullDevice({ queues: 1 }), { batch: 8 });
+    const fe = await Frontend.connect({ socketPath: backend.socketPath, queues: 1, queueSize: 256 });
+    open.push(fe);
+    const [d] = await fe.run({ mode: 'throughput', polling: false, seconds: 0.3, writable: DRV_FIXED_READ });
+    const [c] = readCounters(backend.server.session!.memory.memory, [0]);
+    expect(d!.chains).toBeGreaterThan(0);
+    // the driver offers up to 256 at a time; at most 8 per batch means at least chains/8 batches
+    expect(c!.batches).toBeGreaterThanOrEqual(Math.ceil(c!.chains / 8));
+    await fe.stop();
+  });
+
+  /** Threads of this process (the in-process back-end's queue workers are threads of it). */
+  const threads = (): number => fs.readdirSync('/proc/self/task').length;
+
+  it('--queue-map: queues mapped to one worker share one thread; both are served', async () => {
+    const counts: number[] = [];
+    // the first pass only warms up (lazily created threads of the process: libuv's pool and the like)
+    for (const map of [[0, 1], [0, 0], [0, 1]]) {
+      const before = threads();
+      backend = startBackend(nullDevice({ queues: 2 }), { queueToWorker: map });
+      const fe = await Frontend.connect({ socketPath: backend.socketPath, queues: 2, queueSize: 64 });
+      open.push(fe);
+      // one round trip per queue: both rings started and served
+      for (const q of [0, 1]) expect((await fe.roundTrip(q, [{ offset: 0, len: 64, write: false }])).len).toBe(0);
+      counts.push(threads() - before);
+      await fe.stop();
+      fe.close();
+      open.length = 0;
+      await backend.close();
+      backend = undefined;
+    }
+    expect(counts[2]! - counts[1]!).toBe(1);
+  });
+});
+
 describe('completion order (--completion)', () => {
   const MiB = 1 << 20;
 
