@@ -27,6 +27,7 @@ ${NET_USAGE}  vhost-wasm <device> --print-capabilities
   vhost-wasm drive --socket-path P --device rng|null|blk [--queues N] [--seconds S] [--json]
                    blk: [--iodepth D] [--bs B] [--rw randread|randwrite]
                    [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--no-event-idx]
+                   [--notify always|event-idx|adaptive] [--poll-us N] [--batch N]   (the driver's kicks; rng/null)
   vhost-wasm demo [--queues N] [--seconds S]        (what npm start runs)
 
 backend options:
