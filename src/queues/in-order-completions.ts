@@ -46,21 +46,4 @@ export class InOrderCompletions {
       this.push(h, l);
     }
   }
-
-  /** Finished requests held back behind an unfinished one. */
-  get held(): number {
-    let n = 0;
-    for (let c = this.first; c !== this.next; c++) if (this.doneLen[this.order[c & MASK]!]! >= 0) n++;
-    return n;
-  }
-
-  /** Forget everything (the ring stopped; what was popped and not finished is the device's to fail). */
-  reset(): void {
-    for (let c = this.first; c !== this.next; c++) {
-      const h = this.order[c & MASK]!;
-      this.doneLen[h] = -1;
-      this.outstanding[h] = 0;
-    }
-    this.first = this.next = 0;
-  }
 }
