@@ -8,6 +8,12 @@ export interface BackendOptions {
   queues: number;
   pollUs: number;
   batch: number;
+  /** ring engine (--engine); default the back-end's */
+  engine?: string;
+  /** notification policy (--notify); default from pollUs */
+  notify?: string;
+  /** queue worker per queue (--queue-map) */
+  queueMap?: readonly number[];
 }
 
 /** Every back-end still alive, so that an interrupted run can kill them all. */
@@ -78,11 +84,15 @@ export class Backend {
       String(opts.pollUs),
       '--batch',
       String(opts.batch),
+      ...(opts.engine ? ['--engine', opts.engine] : []),
+      ...(opts.notify ? ['--notify', opts.notify] : []),
+      ...(opts.queueMap ? ['--queue-map', opts.queueMap.join(',')] : []),
     ];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const b = new Backend(child, opts, args.slice(1));
     const deadline = Date.now() + timeoutMs;
-    while (!fs.existsSync(opts.socketPath)) {
+    // the socket file appears at bind(), before listen(): wait for the back-end to say it listens
+    while (!fs.existsSync(opts.socketPath) || !b.stderrTail.includes('listening on')) {
       if (b.exited) throw new Error(`back-end exited before listening (${b.describeExit()}): ${b.log}`);
       if (Date.now() > deadline) {
         await b.stop();

@@ -9,12 +9,16 @@ import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import type { SplitEngineApi } from '../src/engine/engine.js';
 import { DEFAULT_ENGINE, engineFactory } from '../src/engine/engines.js';
 import {
+  CH_HEAD,
+  CHAIN_BYTES,
+  CHAINS_OFFSET,
   deviceArea,
   ERR_DEVICE,
   MAX_QUEUES,
   QUEUE_AREA_SIZE,
   QUEUE_AREAS,
   QS_ERROR_DETAIL,
+  QS_PENDING,
   QS_STAT_CALLS,
   QS_STAT_KICKS,
   QS_STAT_POLL_HITS,
@@ -25,8 +29,9 @@ import {
 import { QUEUE_HANDLERS } from '../src/devices/queue-handlers.js';
 import type { QueueHandler } from '../src/devices/queue-handler.js';
 import { memoryBaseAddress } from '../src/sys/libc.js';
-import { eventfdDrain, eventfdSignal, POLLERR, POLLHUP, POLLIN, POLLNVAL, pollFds } from '../src/sys/syscalls.js';
-import type { QueueWorkerApi, QueueWorkerData, RingStart, StoppedRing, WorkerEvent } from '../src/queues/worker-protocol.js';
+import { eventfdDrain, eventfdSignal, POLLERR, POLLHUP, POLLIN, POLLNVAL, pollFds, schedYield } from '../src/sys/syscalls.js';
+import { InOrderCompletions } from '../src/queues/in-order-completions.js';
+import type { NotifyPolicy, QueueWorkerApi, QueueWorkerData, RingStart, StoppedRing, WorkerEvent } from '../src/queues/worker-protocol.js';
 
 const data = workerData as QueueWorkerData;
 const events: MessagePort = data.events;
@@ -42,8 +47,11 @@ interface Ring {
   errFd: number;
   enabled: boolean;
   handler: QueueHandler;
-  /** busy-poll budget in µs after the last work before notifications are re-armed (0 = pure eventfd mode) */
+  notify: NotifyPolicy;
+  /** 'adaptive': busy-poll budget in µs after the last work before notifications are re-armed (else 0) */
   pollUs: number;
+  /** 'in-order' completion of an asynchronous handler (else undefined: as finished) */
+  inOrder: InOrderCompletions | undefined;
   lastWork: number;
   polling: boolean;
   batch: number;
@@ -55,6 +63,7 @@ let shuttingDown = false;
 let paused = false;
 // the worker's counters live in the queue state, as f64, for the main thread to read at any time
 const statsWords = new Float64Array(data.memory.buffer, 0, (QUEUE_AREAS + MAX_QUEUES * QUEUE_AREA_SIZE) >>> 3);
+const areaWords = new Uint32Array(statsWords.buffer, 0, statsWords.length * 2);
 
 function bump(r: Ring, off: number, by = 1): void {
   statsWords[(r.qs + off) >>> 3] += by;
@@ -71,18 +80,38 @@ function markBroken(r: Ring, code: number): void {
   post({ type: 'ring-error', queue: r.q, code, detail });
 }
 
-/** Publish what was pushed and signal the driver if it wants it; returns 1 if a call was written. */
+/**
+ * Publish what was pushed and signal the driver if it wants it (policy 'always': whenever something was
+ * published); returns 1 if a call was written.
+ */
 function publish(r: Ring): number {
-  if (engine.splitPublish(r.qs) && r.callFd >= 0) {
+  const any = areaWords[(r.qs + QS_PENDING) >>> 2] !== 0;
+  if ((engine.splitPublish(r.qs) || (any && r.notify === 'always')) && r.callFd >= 0) {
     eventfdSignal(r.callFd);
     return 1;
   }
   return 0;
 }
 
-/** Process a ring until it is empty (or, while busy-polling, until this round found nothing). */
-function processRing(r: Ring, now: number): void {
-  if (r.broken || !r.enabled || paused) return;
+/** Complete chain records 0..n-1 of a synchronous handler in order and publish; 1 if a call was written. */
+function complete(r: Ring, n: number): number {
+  if ((engine.splitComplete(r.qs, n) || r.notify === 'always') && r.callFd >= 0) {
+    eventfdSignal(r.callFd);
+    return 1;
+  }
+  return 0;
+}
+
+/** 'in-order': note the heads of chain records 0..n-1 (avail order) before the handler may finish any. */
+function notePopped(r: Ring, n: number): void {
+  const o = r.inOrder!;
+  let w = (r.qs + CHAINS_OFFSET + CH_HEAD) >>> 2;
+  for (let k = 0; k < n; k++, w += CHAIN_BYTES >>> 2) o.popped(areaWords[w]!);
+}
+
+/** Process a ring until it is empty (or, while busy-polling, until this round found nothing); true if it found work. */
+function processRing(r: Ring, now: number): boolean {
+  if (r.broken || !r.enabled || paused) return false;
   const qs = r.qs;
   const h = r.handler;
   const async = h.completionFd !== undefined;
@@ -100,6 +129,7 @@ function processRing(r: Ring, now: number): void {
     }
     if (n > 0) {
       worked = true;
+      if (r.inOrder) notePopped(r, n);
       try {
         h.process(n);
       } catch (e) {
@@ -109,11 +139,7 @@ function processRing(r: Ring, now: number): void {
         break;
       }
       // signal as soon as the driver wants it (one write per batch at most): latency matters more than a syscall
-      if (async) calls += publish(r);
-      else if (engine.splitComplete(qs, n) && r.callFd >= 0) {
-        eventfdSignal(r.callFd);
-        calls++;
-      }
+      calls += async ? publish(r) : complete(r, n);
       continue;
     }
     if (r.pollUs > 0 && (worked || now - r.lastWork < r.pollUs / 1000)) {
@@ -130,6 +156,7 @@ function processRing(r: Ring, now: number): void {
     if (r.polling) bump(r, QS_STAT_POLL_HITS);
   }
   if (calls > 0) bump(r, QS_STAT_CALLS, calls);
+  return worked;
 }
 
 /** Completions of an asynchronous handler: push them, publish, and go on with what they made room for. */
@@ -190,9 +217,10 @@ function resubmit(r: Ring, heads: readonly number[]): void {
       return;
     }
     if (n === 0) break;
+    if (r.inOrder) notePopped(r, n);
     h.process(n);
     if (async) publish(r);
-    else if (engine.splitComplete(r.qs, n) && r.callFd >= 0) eventfdSignal(r.callFd);
+    else complete(r, n);
     i += n;
   }
 }
@@ -265,7 +293,10 @@ async function run(): Promise<void> {
       processRing(r, now);
     }
     if (anyPolling) {
-      for (const r of rings.values()) if ((r.polling || r.kickFd < 0) && r.enabled && !r.broken) processRing(r, now);
+      let found = ready > 0;
+      for (const r of rings.values()) if ((r.polling || r.kickFd < 0) && r.enabled && !r.broken && processRing(r, now)) found = true;
+      // nothing to do this round: let a thread that shares our core (the driver, on a small machine) run
+      if (!found) schedYield();
     }
   }
   for (const r of rings.values()) r.handler.close?.();
@@ -284,32 +315,39 @@ const api: QueueWorkerApi = {
       old.handler.close?.();
     }
     const qs = queueArea(s.queue);
-    rings.set(s.queue, {
+    const notify = s.notify ?? (s.pollUs > 0 ? 'adaptive' : 'event-idx');
+    const pushUsed = (head: number, len: number): void => {
+      engine.splitPushUsed(qs, head, len);
+    };
+    const inOrder = s.completion === 'in-order' ? new InOrderCompletions(pushUsed) : undefined;
+    const handler = factory({
+      engine,
+      memory: data.memory,
+      hostBase,
+      queue: s.queue,
+      queueArea: qs,
+      scratch: deviceArea(s.queue),
+      options: data.options,
+      pushUsed: inOrder ? (head, len) => inOrder.finished(head, len) : pushUsed,
+    });
+    const r: Ring = {
       q: s.queue,
       qs,
       kickFd: s.kickFd,
       callFd: s.callFd,
       errFd: s.errFd,
       enabled: s.enabled,
-      handler: factory({
-        engine,
-        memory: data.memory,
-        hostBase,
-        queue: s.queue,
-        queueArea: queueArea(s.queue),
-        scratch: deviceArea(s.queue),
-        options: data.options,
-        pushUsed: (head: number, len: number): void => {
-          engine.splitPushUsed(qs, head, len);
-        },
-      }),
-      pollUs: s.pollUs,
+      handler,
+      notify,
+      pollUs: notify === 'adaptive' ? s.pollUs : 0,
+      // synchronous handlers complete in order anyway
+      inOrder: handler.completionFd !== undefined ? inOrder : undefined,
       batch: s.batch,
       lastWork: 0,
       polling: s.kickFd < 0,
       broken: false,
-    });
-    const r = rings.get(s.queue)!;
+    };
+    rings.set(s.queue, r);
     if (s.resubmit?.length) resubmit(r, s.resubmit);
     // a kick that came before the ring started (or was lost with a previous back-end) is not lost
     processRing(r, performance.now());

@@ -17,6 +17,12 @@ export interface DriveOptions {
   descsPerChain: number;
   eventIdx: boolean;
   bufLen: number;
+  /** the driver's kick policy (driver-protocol.ts); default 'event-idx' */
+  notify?: 'always' | 'event-idx' | 'adaptive';
+  /** 'adaptive': µs the driver spins on the used ring before sleeping */
+  pollUs?: number;
+  /** most chains made available per submit (0 = as many as are free) */
+  batch?: number;
 }
 
 export interface DriveReport {
@@ -24,6 +30,7 @@ export interface DriveReport {
   mode: string;
   polling: boolean;
   eventIdx: boolean;
+  notify: string;
   queueCount: number;
   queueSize: number;
   seconds: number;
@@ -46,6 +53,9 @@ export async function drive(o: DriveOptions): Promise<DriveReport> {
       descsPerChain: o.descsPerChain,
       bufLen: o.bufLen,
       writable: o.device === 'rng' ? DRV_FIXED_WRITE : DRV_FIXED_READ,
+      notify: o.notify,
+      pollUs: o.pollUs,
+      submitBatch: o.batch,
     });
     await fe.stop();
     const chains = results.reduce((s, r) => s + r.chains, 0);
@@ -56,6 +66,7 @@ export async function drive(o: DriveOptions): Promise<DriveReport> {
       mode: o.mode,
       polling: o.polling,
       eventIdx: fe.eventIdx,
+      notify: o.notify ?? 'event-idx',
       queueCount: o.queues,
       queueSize: o.queueSize,
       seconds: Math.max(...results.map((r) => r.seconds)),
@@ -100,7 +111,7 @@ export function formatReport(r: DriveReport): string {
     );
   });
   return [
-    `${r.device} ${r.mode}${r.polling ? ' (polling)' : ''}, ${r.queueCount} queue(s) of ${r.queueSize}, event_idx ${r.eventIdx ? 'on' : 'off'}, ${r.seconds.toFixed(1)} s`,
+    `${r.device} ${r.mode}${r.polling ? ' (polling)' : ''}, ${r.queueCount} queue(s) of ${r.queueSize}, event_idx ${r.eventIdx ? 'on' : 'off'}, kicks ${r.notify}, ${r.seconds.toFixed(1)} s`,
     ...lines,
     `  total: ${(r.chainsPerSec / 1e6).toFixed(3)} M chains/s${r.errors ? `  ERRORS ${r.errors}` : ''}`,
   ].join('\n');
@@ -109,6 +120,9 @@ export function formatReport(r: DriveReport): string {
 export const DRIVE_USAGE = `usage:
   vhost-wasm drive --socket-path P --device rng|null [--queues N] [--seconds S] [--json]
                    [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--buf-len N] [--no-event-idx]
+                   [--notify always|event-idx|adaptive] [--poll-us N] [--batch N]
+                   (--notify: when the driver kicks: after every submit, when the device asks (default), or when it
+                    asks after spinning --poll-us (default 50) on the used ring first; --batch: most chains per submit)
   vhost-wasm drive --socket-path P --device blk [--queues N] [--iodepth D] [--bs B] [--rw randread|randwrite]
                    [--seconds S] [--json] [--polling] [--queue-size N] [--no-event-idx]
                    (any vhost-user-blk back-end; defaults: iodepth 32 per queue, bs 4096, randread)
@@ -130,6 +144,9 @@ export async function runDrive(args: string[]): Promise<void> {
       'desc-per-chain': { type: 'string' },
       'buf-len': { type: 'string' },
       'no-event-idx': { type: 'boolean' },
+      notify: { type: 'string' },
+      'poll-us': { type: 'string' },
+      batch: { type: 'string' },
       iodepth: { type: 'string' },
       bs: { type: 'string' },
       rw: { type: 'string' },
@@ -142,7 +159,7 @@ export async function runDrive(args: string[]): Promise<void> {
   }
   if (!values['socket-path']) throw new UsageError('drive needs --socket-path');
   if (values.device === 'blk') {
-    for (const o of ['mode', 'desc-per-chain', 'buf-len'] as const)
+    for (const o of ['mode', 'desc-per-chain', 'buf-len', 'notify', 'poll-us', 'batch'] as const)
       if (values[o] !== undefined && !(o === 'mode' && values[o] === 'throughput')) throw new UsageError(`--${o} does not apply to --device blk`);
     const rw = values.rw ?? 'randread';
     if (rw !== 'randread' && rw !== 'randwrite') throw new UsageError(`--rw must be randread or randwrite, got '${rw}'`);
@@ -164,6 +181,10 @@ export async function runDrive(args: string[]): Promise<void> {
     process.stdout.write((values.json ? JSON.stringify(report) : formatBlkReport(report)) + '\n');
     return;
   }
+  const notify = values.notify ?? (values['poll-us'] !== undefined ? 'adaptive' : 'event-idx');
+  if (notify !== 'always' && notify !== 'event-idx' && notify !== 'adaptive') throw new UsageError(`--notify must be always, event-idx or adaptive, got '${notify}'`);
+  if (values['poll-us'] !== undefined && notify !== 'adaptive') throw new UsageError(`--poll-us is the spin budget of --notify adaptive`);
+  if (values.polling && values.notify !== undefined) throw new UsageError('--polling spins without kicks or interrupts: it takes no --notify');
   for (const o of ['iodepth', 'bs', 'rw'] as const) if (values[o] !== undefined) throw new UsageError(`--${o} applies to --device blk only`);
   if (values.device !== 'rng' && values.device !== 'null') throw new UsageError(`--device must be rng, null or blk, got '${values.device}'`);
   if (values.mode !== 'throughput' && values.mode !== 'latency') throw new UsageError(`--mode must be throughput or latency`);
@@ -178,6 +199,9 @@ export async function runDrive(args: string[]): Promise<void> {
     descsPerChain: intOption('desc-per-chain', values['desc-per-chain'], 1, 1, 64),
     bufLen: intOption('buf-len', values['buf-len'], 64, 1, 65536),
     eventIdx: !values['no-event-idx'],
+    notify,
+    pollUs: intOption('poll-us', values['poll-us'], 50, 0, 10_000_000),
+    batch: intOption('batch', values.batch, 0, 0, 32768),
   });
   process.stdout.write((values.json ? JSON.stringify(report) : formatReport(report)) + '\n');
 }

@@ -16,6 +16,7 @@ import { normaliseStatsFlag, startStatsReporter } from './stats-reporter.js';
 import { runNet } from '../devices/net/cli.js';
 import { NET_USAGE } from '../devices/net/net.js';
 import { IVSHMEM_USAGE, runIvshmemClient, runIvshmemServer } from './ivshmem.js';
+import { COMPLETION_ORDERS, NOTIFY_POLICIES, type CompletionOrder, type NotifyPolicy } from '../queues/worker-protocol.js';
 
 const USAGE = `usage:
   vhost-wasm rng  (--socket-path P | --fd N) [--source FILE] [backend options]
@@ -27,12 +28,20 @@ ${NET_USAGE}  vhost-wasm <device> --print-capabilities
   vhost-wasm drive --socket-path P --device rng|null|blk [--queues N] [--seconds S] [--json]
                    blk: [--iodepth D] [--bs B] [--rw randread|randwrite]
                    [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--no-event-idx]
+                   [--notify always|event-idx|adaptive] [--poll-us N] [--batch N]   (the driver's kicks; rng/null)
   vhost-wasm demo [--queues N] [--seconds S]        (what npm start runs)
 ${IVSHMEM_USAGE}
 backend options:
   --queue-map 0,0,1   worker index per queue (default: one worker per queue)
-  --poll-us N         busy-poll N microseconds after the last work before re-arming notifications (default 0)
+  --notify P          notification policy: always (a call after every batch, whatever the driver asked),
+                      event-idx (default: only when the driver asks, EVENT_IDX or NO_INTERRUPT; kicks re-armed
+                      as soon as the ring is empty), adaptive (as event-idx, but busy-poll the ring for --poll-us
+                      after the last work before re-arming kicks)
+  --poll-us N         the adaptive policy's busy-poll budget in microseconds (default 50; alone, it implies
+                      --notify adaptive)
   --batch N           most chains per engine call (default 128)
+  --completion O      asynchronous devices (blk): as-finished (default) or in-order (a finished request waits
+                      for every request popped before it: used ring order = avail ring order)
   --engine NAME       ring engine: wasm (default), reference (plain TypeScript), or a path to an engine module
   --stats [S]         print each running queue's figures every S seconds (default 1) on stderr
   --stats-json FILE   write them as JSON lines to FILE ('-' = stdout) instead
@@ -48,8 +57,10 @@ const BACKEND_OPTIONS = {
   'read-only': { type: 'boolean' },
   serial: { type: 'string' },
   'queue-map': { type: 'string' },
+  notify: { type: 'string' },
   'poll-us': { type: 'string' },
   batch: { type: 'string' },
+  completion: { type: 'string' },
   engine: { type: 'string' },
   stats: { type: 'string' },
   'stats-json': { type: 'string' },
@@ -64,6 +75,26 @@ export function intOption(name: string, v: string | undefined, dflt: number, min
 }
 
 export class UsageError extends Error {}
+
+export const DEFAULT_ADAPTIVE_POLL_US = 50;
+
+/** --notify, --poll-us, --completion and --batch: the ring policies every back-end takes (worker-protocol.ts). */
+export function ringPolicies(v: { notify?: string; 'poll-us'?: string; completion?: string; batch?: string }): {
+  notify: NotifyPolicy;
+  pollUs: number;
+  completion: CompletionOrder;
+  batch: number;
+} {
+  const pollGiven = v['poll-us'] !== undefined;
+  const pollUs = intOption('poll-us', v['poll-us'], DEFAULT_ADAPTIVE_POLL_US, 0, 10_000_000);
+  const notify = (v.notify ?? (pollGiven && pollUs > 0 ? 'adaptive' : 'event-idx')) as NotifyPolicy;
+  if (!NOTIFY_POLICIES.includes(notify)) throw new UsageError(`--notify must be one of ${NOTIFY_POLICIES.join(', ')}, got '${v.notify}'`);
+  // one meaning per flag: --poll-us is the adaptive policy's budget and nothing else
+  if (pollGiven && pollUs > 0 && notify !== 'adaptive') throw new UsageError(`--poll-us is the busy-poll budget of --notify adaptive; it does not go with --notify ${notify}`);
+  const completion = (v.completion ?? 'as-finished') as CompletionOrder;
+  if (!COMPLETION_ORDERS.includes(completion)) throw new UsageError(`--completion must be one of ${COMPLETION_ORDERS.join(', ')}, got '${v.completion}'`);
+  return { notify, pollUs: notify === 'adaptive' ? pollUs : 0, completion, batch: intOption('batch', v.batch, 128, 1, 1024) };
+}
 
 function deviceFor(name: string, v: Record<string, string | boolean | undefined>): DeviceModel {
   switch (name) {
@@ -111,6 +142,7 @@ async function runBackend(name: string, args: string[]): Promise<void> {
     throw new UsageError(`--queue-map names ${queueToWorker.length} queues, the device has ${device.queues}`);
   if (values.engine !== undefined && !(values.engine in ENGINES) && !fs.existsSync(values.engine))
     throw new UsageError(`--engine must be one of ${Object.keys(ENGINES).join(', ')} or the path of an engine module, got '${values.engine}'`);
+  const policies = ringPolicies(values);
   // handlers first: the socket file appearing means "ready", and a SIGTERM from then on must exit cleanly
   let server: VhostUserServer | undefined;
   // a back-end serves other devices and queues whatever one of them did: log, never die
@@ -130,8 +162,7 @@ async function runBackend(name: string, args: string[]): Promise<void> {
     socketPath: values['socket-path'],
     fd: values.fd === undefined ? undefined : intOption('fd', values.fd, 0, 0, 1 << 20),
     queueToWorker,
-    pollUs: intOption('poll-us', values['poll-us'], 0, 0, 10_000_000),
-    batch: intOption('batch', values.batch, 128, 1, 1024),
+    ...policies,
     engine: values.engine,
   }).start();
   if (values.stats !== undefined || values['stats-json'] !== undefined) {

@@ -61,13 +61,20 @@ export class ReferenceSplitEngine implements SplitEngineApi {
     this.u32 = new Uint32Array(memory.buffer);
   }
 
-  /** Views are fixed-length: take them again after memory.grow(). */
-  private v(): DataView {
-    if (this.dv.byteLength !== this.memory.buffer.byteLength) {
-      this.dv = new DataView(this.memory.buffer);
-      this.u16 = new Uint16Array(this.memory.buffer);
-      this.u32 = new Uint32Array(this.memory.buffer);
+  /**
+   * Views are fixed-length: take them again after memory.grow(). Checked once per call of the interface, not per
+   * access: reading `buffer` of a shared Memory makes a new object each time (a third of a microsecond).
+   */
+  private sync(): void {
+    const buffer = this.memory.buffer;
+    if (this.dv.byteLength !== buffer.byteLength) {
+      this.dv = new DataView(buffer);
+      this.u16 = new Uint16Array(buffer);
+      this.u32 = new Uint32Array(buffer);
     }
+  }
+
+  private v(): DataView {
     return this.dv;
   }
 
@@ -134,10 +141,12 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   }
 
   translateGpa(regionTable: number, gpa: bigint, len: bigint): number {
+    this.sync();
     return this.translateBy(regionTable, REGION_GPA, gpa, len);
   }
 
   translateUva(regionTable: number, uva: bigint, len: bigint): number {
+    this.sync();
     return this.translateBy(regionTable, REGION_UVA, uva, len);
   }
 
@@ -146,6 +155,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
     qs: number, size: number, features: number, descAddr: number, availAddr: number, usedAddr: number,
     regionTable: number, inflightAddr: number, lastAvail: number,
   ): void {
+    this.sync();
     this.w32(qs + QS_SIZE_FIELD, size);
     this.w32(qs + QS_FEATURES, features);
     this.w32(qs + QS_DESC, descAddr);
@@ -307,6 +317,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   }
 
   splitPopBatch(qs: number, maxChains: number): number {
+    this.sync();
     const err = this.r32(qs + QS_ERROR);
     if (err !== 0) return -err;
     const size = this.r32(qs + QS_SIZE_FIELD);
@@ -343,6 +354,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   }
 
   splitPopHeads(qs: number, headsAddr: number, count: number): number {
+    this.sync();
     const err = this.r32(qs + QS_ERROR);
     if (err !== 0) return -err;
     const res = this.popLoop(qs, this.clampChains(count), (k) => this.r16(headsAddr + 2 * k), () => {});
@@ -352,6 +364,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   }
 
   splitAvailPending(qs: number): number {
+    this.sync();
     const err = this.r32(qs + QS_ERROR);
     if (err !== 0) return -err;
     const size = this.r32(qs + QS_SIZE_FIELD);
@@ -387,12 +400,14 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   }
 
   splitPushUsed(qs: number, head: number, len: number): number {
+    this.sync();
     if (head >>> 0 >= this.r32(qs + QS_SIZE_FIELD)) return -ERR_USED_ID;
     this.writeUsed(qs, head >>> 0, len >>> 0);
     return 0;
   }
 
   splitPublish(qs: number): number {
+    this.sync();
     const pending = this.r32(qs + QS_PENDING);
     if (pending === 0) return 0;
     const size = this.r32(qs + QS_SIZE_FIELD);
@@ -429,6 +444,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   }
 
   splitComplete(qs: number, n: number): number {
+    this.sync();
     const cnt = this.clampChains(n);
     const size = this.r32(qs + QS_SIZE_FIELD);
     for (let k = 0; k < cnt; k++) {
@@ -442,12 +458,14 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   }
 
   splitDisableNotify(qs: number): void {
+    this.sync();
     if (this.r32(qs + QS_FEATURES) & QF_EVENT_IDX) return;
     const used = this.r32(qs + QS_USED);
     this.astore16(used, this.aload16(used) | VIRTQ_USED_F_NO_NOTIFY);
   }
 
   splitEnableNotify(qs: number): number {
+    this.sync();
     const size = this.r32(qs + QS_SIZE_FIELD);
     const used = this.r32(qs + QS_USED);
     const lastAvail = this.r16(qs + QS_LAST_AVAIL);
@@ -463,6 +481,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   }
 
   inflightSplitInit(addr: number, queueSize: number): void {
+    this.sync();
     this.v();
     new Uint8Array(this.memory.buffer, addr >>> 0, INFL_HDR_BYTES + queueSize * INFL_DESC_BYTES).fill(0);
     this.w16(addr + INFL_DESC_NUM, queueSize);
@@ -470,6 +489,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   }
 
   inflightSplitRecover(qs: number, outAddr: number): number {
+    this.sync();
     const infl = this.r32(qs + QS_INFLIGHT);
     if (infl === 0) return 0;
     const size = this.r32(qs + QS_SIZE_FIELD);

@@ -25,6 +25,12 @@ export interface DriverTask {
   seconds: number;
   /** most chains made available per submit (0 = as many as are free) */
   submitBatch: number;
+  /**
+   * kicks: 'always' after every submit whatever the device asked; 'event-idx' (default) when the device asks;
+   * 'adaptive' as event-idx, and when nothing is used yet spin on the used ring for `pollUs` before sleeping
+   */
+  notify?: 'always' | 'event-idx' | 'adaptive';
+  pollUs?: number;
 }
 
 export interface LatencySummary {

@@ -150,7 +150,7 @@ export class Frontend {
   }
 
   /** Run the drivers of every queue for `seconds` in parallel (one piscina thread each). */
-  async run(opts: Pick<DriverTask, 'mode' | 'polling' | 'seconds'> & Partial<Pick<DriverTask, 'descsPerChain' | 'bufLen' | 'writable' | 'submitBatch'>>): Promise<DriverResult[]> {
+  async run(opts: Pick<DriverTask, 'mode' | 'polling' | 'seconds'> & Partial<Pick<DriverTask, 'descsPerChain' | 'bufLen' | 'writable' | 'submitBatch' | 'notify' | 'pollUs'>>): Promise<DriverResult[]> {
     this.pool ??= new Piscina({
       filename: builtPath('workers/driver-worker.js'),
       minThreads: this.queues.length,
@@ -182,6 +182,8 @@ export class Frontend {
           polling: opts.polling,
           seconds: opts.seconds,
           submitBatch: opts.submitBatch ?? 0,
+          notify: opts.notify,
+          pollUs: opts.pollUs,
         };
         return this.pool!.run(task) as Promise<DriverResult>;
       }),
@@ -199,6 +201,11 @@ export class Frontend {
 
   /** Make one chain available on queue q and kick if the device wants it; returns its head. */
   submit(q: number, segs: readonly Segment[]): number {
+    return this.submitAll(q, [segs])[0]!;
+  }
+
+  /** Make several chains available on queue q with one avail.idx store (the device sees them as one batch). */
+  submitAll(q: number, chains: readonly (readonly Segment[])[]): number[] {
     const qs = this.queues[q]!;
     const e = this.engine;
     if (!this.generic.has(q)) {
@@ -209,17 +216,20 @@ export class Frontend {
     }
     const list = deviceArea(q);
     const dv = new DataView(this.ram.mem.memory.buffer);
-    segs.forEach((s, i) => {
-      const at = list + i * DRV_SEG_BYTES;
-      dv.setUint32(at + DRV_SEG_ADDR, qs.ring.buffers + s.offset, true);
-      dv.setUint32(at + DRV_SEG_LEN, s.len, true);
-      dv.setUint32(at + DRV_SEG_FLAGS, s.write ? DRV_SEG_F_WRITE : 0, true);
+    const heads = chains.map((segs) => {
+      segs.forEach((s, i) => {
+        const at = list + i * DRV_SEG_BYTES;
+        dv.setUint32(at + DRV_SEG_ADDR, qs.ring.buffers + s.offset, true);
+        dv.setUint32(at + DRV_SEG_LEN, s.len, true);
+        dv.setUint32(at + DRV_SEG_FLAGS, s.write ? DRV_SEG_F_WRITE : 0, true);
+      });
+      const head = e.drvAddChain(this.ds(q), list, segs.length);
+      if (head < 0) throw new Error('no free descriptors');
+      return head;
     });
-    const head = e.drvAddChain(this.ds(q), list, segs.length);
-    if (head < 0) throw new Error('no free descriptors');
     e.drvKickAvail(this.ds(q));
     if (e.drvNeedKick(this.ds(q))) eventfdSignal(qs.kickFd);
-    return head;
+    return heads;
   }
 
   /** Wait for the next used element of queue q. */

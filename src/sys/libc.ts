@@ -55,6 +55,7 @@ export const raw = {
   // open is variadic (the mode); koffi passes the extra argument with its type at the call
   open: libc.func('int open(const char *path, int flags, ...)') as (path: string, flags: number, modeType: 'uint32_t', mode: number) => number,
   mkstemp: libc.func('int mkstemp(char *template)') as Fn<[Buffer], number>,
+  sched_yield: libc.func('int sched_yield()') as Fn<[], number>,
 };
 
 export function errno(): number {

@@ -211,6 +211,14 @@ export function pollFds(pfd: Buffer, nfds: number, timeoutMs: number): number {
   return r;
 }
 
+/**
+ * Give the CPU to another runnable thread, if any (a busy-polling loop that found nothing: where both sides of a
+ * ring spin on fewer cores than threads, the other side needs the CPU to make the progress we are waiting for).
+ */
+export function schedYield(): void {
+  raw.sched_yield();
+}
+
 export function getpid(): number {
   return raw.getpid();
 }

@@ -24,7 +24,7 @@ import {
 import { GuestMemory, type RegionSpec } from '../memory/guest-memory.js';
 import type { RingWorkers } from '../queues/ring-workers.js';
 import { queueMapping, QueueWorkerPool } from '../queues/worker-pool.js';
-import type { WorkerEvent } from '../queues/worker-protocol.js';
+import type { CompletionOrder, NotifyPolicy, WorkerEvent } from '../queues/worker-protocol.js';
 import { closeQuietly, dup, eventfdSignal, ftruncate, isEventfd, memfdCreate, MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../sys/syscalls.js';
 import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from './constants.js';
 
@@ -52,8 +52,12 @@ export class RequestError extends Error {
 export interface SessionOptions {
   /** worker index per queue (default: one worker per queue) */
   queueToWorker?: readonly number[];
-  /** busy-poll budget in µs before re-arming notifications (0 = pure eventfd) */
+  /** notification policy (worker-protocol.ts); default 'event-idx', or 'adaptive' when pollUs > 0 */
+  notify?: NotifyPolicy;
+  /** busy-poll budget in µs before re-arming notifications (the 'adaptive' policy; 0 = pure eventfd) */
   pollUs?: number;
+  /** completion order of asynchronous devices (default 'as-finished') */
+  completion?: CompletionOrder;
   /** most chains popped per engine call */
   batch?: number;
   /** ring engine the workers run (engines.ts: wasm, reference, or a module path) */
@@ -393,8 +397,10 @@ export class Session {
       callFd: r.callFd,
       errFd: r.errFd,
       enabled: r.enabled,
+      notify: this.opts.notify,
       pollUs: this.opts.pollUs ?? 0,
       batch: this.opts.batch ?? 128,
+      completion: this.opts.completion,
       resubmit,
       features: this.acked,
     });
