@@ -48,7 +48,12 @@ interface QueueState {
 }
 
 const WANTED_PROTOCOL =
-  bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) | bit(ProtocolFeature.STATUS) | bit(ProtocolFeature.CONFIG);
+  bit(ProtocolFeature.MQ) |
+  bit(ProtocolFeature.REPLY_ACK) |
+  bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
+  bit(ProtocolFeature.STATUS) |
+  bit(ProtocolFeature.CONFIG) |
+  bit(ProtocolFeature.RESET_DEVICE);
 
 /** thrown inside the set-up when `setupSteps` are used up */
 class SetupCut extends Error {}
@@ -98,13 +103,15 @@ export class Frontend {
     return hasBit(this.features, VIRTIO_F_EVENT_IDX);
   }
 
+  /** One set-up request; with `setupSteps`, the set-up stops (SetupCut) once they are used up. */
+  private step<T>(p: () => Promise<T>): Promise<T> {
+    if (this.stepsLeft !== undefined && this.stepsLeft-- <= 0) throw new SetupCut();
+    return p();
+  }
+
   private async setup(): Promise<void> {
     const c = this.client;
-    // with setupSteps: every request below goes through this, and the set-up stops when they are used up
-    const step = <T>(p: () => Promise<T>): Promise<T> => {
-      if (this.stepsLeft !== undefined && this.stepsLeft-- <= 0) throw new SetupCut();
-      return p();
-    };
+    const step = <T>(p: () => Promise<T>): Promise<T> => this.step(p);
     const offered = (await step(() => c.request('GET_FEATURES', undefined)))!;
     let want = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (this.opts.extraFeatures ?? 0n);
     if (this.opts.eventIdx ?? true) want |= bit(VIRTIO_F_EVENT_IDX);
@@ -124,6 +131,13 @@ export class Frontend {
     const r = this.ram.region;
     await step(() => c.request('SET_MEM_TABLE', { regions: [{ gpa: r.gpa, size: r.size, uaddr: r.uaddr, mmapOffset: 0n }] }, [this.ram.fd]));
     if (hasBit(this.protocolFeatures, ProtocolFeature.INFLIGHT_SHMFD)) await step(() => this.setupInflight());
+    await this.setupRings();
+  }
+
+  /** Every ring: size, base, addresses, call and kick fds, enable. */
+  private async setupRings(): Promise<void> {
+    const c = this.client;
+    const step = <T>(p: () => Promise<T>): Promise<T> => this.step(p);
     const fresh = this.queues.length === 0;
     for (let q = 0; q < this.opts.queues; q++) {
       if (fresh) this.queues.push({ ring: this.ram.placeRing(this.size, this.bufferBytes), kickFd: eventfd(), callFd: eventfd() });
@@ -138,6 +152,22 @@ export class Frontend {
       if (hasBit(this.features, VHOST_USER_F_PROTOCOL_FEATURES) && (this.opts.enableRings ?? true))
         await step(() => c.request('SET_VRING_ENABLE', { index: q, num: 1 }));
     }
+  }
+
+  /**
+   * After RESET_DEVICE or SET_STATUS(0), as a driver does: every ring re-initialised (zeroed, index 0), then the
+   * features and the rings set up again on the same connection.
+   */
+  async restartDevice(): Promise<void> {
+    for (let q = 0; q < this.queues.length; q++) {
+      const r = this.queues[q]!.ring;
+      if (this.engine.drvInit(this.ds(q), this.size, r.desc, r.avail, r.used, this.ram.gpaDelta, this.eventIdx ? 1 : 0) !== 0)
+        throw new Error('drvInit refused the ring');
+      this.engine.drvSetInterrupts(this.ds(q), 1);
+      this.generic.add(q);
+    }
+    await this.client.request('SET_FEATURES', this.features);
+    await this.setupRings();
   }
 
   /** The inflight region: asked for on the first connection, handed back on every reconnect. */
