@@ -1,5 +1,5 @@
 // Back-end restart under real guests, for net: two QEMU 7.2 guests with `-chardev socket,...,reconnect=1` and
-// `-netdev vhost-user` on two ports of one `vhost-wasm net` process ping each other while this side SIGKILLs the
+// `-netdev vhost-user,queues=2` (virtio-net-pci mq=on: two queue pairs, each a vhost_dev of its own) on two ports of one `vhost-wasm net` process ping each other while this side SIGKILLs the
 // back-end (2-5 s apart) and starts it again on the same sockets after 0.3 s. QEMU takes each guest's link down
 // when the back-end goes, reconnects (its timer: 1 s), sets the device up again (rings resume at the used index:
 // GET_VRING_BASE could not be asked of a dead back-end) and brings the link up. The guests count the link going
@@ -51,7 +51,7 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net: the back-end killed and 
     dir = mkdtempSync(join(tmpdir(), 'vw-net-restart-'));
     const socks = [join(dir, 'a.sock'), join(dir, 'b.sock')];
     const launch = async (): Promise<CliBackend> => {
-      const be = startCliBackend(['net', '--socket-path', socks[0]!, '--socket-path', socks[1]!]);
+      const be = startCliBackend(['net', '--socket-path', socks[0]!, '--socket-path', socks[1]!, '--queues', '2']);
       backends.push(be);
       await waitForSockets(socks, be, 15_000);
       if (!(await until(() => (be.output().match(/listening on/g) ?? []).length >= 2, 15_000)))
@@ -69,8 +69,8 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net: the back-end killed and 
       bootGuest({
         test: 'net-restart',
         chardevs: [`socket,id=c0,path=${socks[i]},reconnect=1`],
-        netdevs: ['vhost-user,id=n0,chardev=c0'],
-        devices: [`virtio-net-pci,netdev=n0,mac=${mac},vectors=0`],
+        netdevs: ['vhost-user,id=n0,chardev=c0,queues=2'],
+        devices: [`virtio-net-pci,netdev=n0,mac=${mac},mq=on,vectors=0`],
         kernelArgs: `vw.net_role=${role} vw.net_ip=${ip} vw.net_peer=${peer} vw.net_restarts=${KILLS} vw.timeout=560`,
         timeoutMs: 580_000,
         onLine: (l) => {
