@@ -4,7 +4,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { nullDevice } from '../../src/devices/null.js';
+import { loadEngineModule } from '../../src/engine/engine.js';
+import { ERR_DEVICE } from '../../src/engine/layout.js';
 import { Frontend } from '../../src/frontend/frontend.js';
+import { GuestMemory } from '../../src/memory/guest-memory.js';
+import { QueueWorkerPool } from '../../src/queues/worker-pool.js';
+import type { WorkerEvent } from '../../src/queues/worker-protocol.js';
 import { startBackend, type InProcessBackend } from '../helpers/backend.js';
 
 let be: InProcessBackend | undefined;
@@ -49,5 +54,36 @@ describe('queue workers kept across connections', () => {
       b.close();
     }
     expect(be.server.workerSpawnCount).toBe(1);
+  });
+
+  it('a queue worker that dies breaks its rings for the connection that has it, and the next start gets a new worker', async () => {
+    const mem = new GuestMemory();
+    const pool = new QueueWorkerPool({ device: 'null', deviceOptions: {}, memory: mem.memory, module: loadEngineModule(), queueToWorker: [0, 1] });
+    try {
+      const events: WorkerEvent[] = [];
+      const lease = pool.leaseFor((e) => events.push(e));
+      await pool.call(0, (api) => api.resume());
+      await pool.call(1, (api) => api.resume());
+      expect(pool.spawnCount).toBe(2);
+      // worker 0 leaves its loop and its thread ends, as a crashed one would
+      await pool.call(0, (api) => api.shutdown());
+      for (let i = 0; i < 200 && !events.some((e) => e.type === 'ring-error'); i++) await new Promise((r) => setTimeout(r, 10));
+      expect(events).toContainEqual({ type: 'ring-error', queue: 0, code: ERR_DEVICE, detail: 0 });
+      expect(events.some((e) => e.type === 'ring-error' && e.queue === 1)).toBe(false);
+      // the connection goes on with what is left: calls for the dead worker's queue do nothing, the other serves
+      await lease.stop(0);
+      await lease.pause();
+      await lease.resume();
+      await lease.close();
+      expect(pool.tainted).toBe(false);
+      // the next connection's ring on queue 0 gets a fresh worker; worker 1 is the same one
+      pool.leaseFor(() => undefined);
+      await pool.call(0, (api) => api.resume());
+      await pool.call(1, (api) => api.resume());
+      expect(pool.spawnCount).toBe(3);
+    } finally {
+      await pool.close();
+      mem.release();
+    }
   });
 });
