@@ -4,7 +4,8 @@
 // when the back-end goes, reconnects (its timer: 1 s), sets the device up again (rings resume at the used index:
 // GET_VRING_BASE could not be asked of a dead back-end) and brings the link up. The guests count the link going
 // down and report when the peer answers again (build/guest/tests/net-restart.sh); the next kill waits for both.
-// After the last restart they move a 4 MiB file over TCP and both print its md5. Neither side may crash.
+// Meanwhile a 16 MiB TCP stream runs from one guest to the other across the restarts, and after the last restart
+// they move a 4 MiB file; both print the md5s. Neither side may crash.
 //
 // virtio-net-pci runs with `vectors=0` (INTx): QEMU 7.2 under TCG segfaults in vhost_net_start with MSI-X
 // (shared/design/real-clients.md).
@@ -47,7 +48,7 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net: the back-end killed and 
     dir = undefined;
   });
 
-  it(`${KILLS} SIGKILLs of the net back-end while the guests ping each other: traffic resumes after each, then a TCP transfer matches`, async () => {
+  it(`${KILLS} SIGKILLs of the net back-end while the guests ping each other and stream over TCP: traffic resumes after each, the stream and a later transfer match`, async () => {
     dir = mkdtempSync(join(tmpdir(), 'vw-net-restart-'));
     const socks = [join(dir, 'a.sock'), join(dir, 'b.sock')];
     const launch = async (): Promise<CliBackend> => {
@@ -63,6 +64,8 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net: the back-end killed and 
     const t0 = Date.now();
     const lines: string[][] = [[], []];
     const up = [false, false];
+    /** when the receiver had the whole stream (ms since t0) */
+    let streamDoneAt = Infinity;
     const back = [0, 0];
     const done = [false, false];
     const guest = (i: number, mac: string, role: 'recv' | 'send', ip: string, peer: string): Promise<GuestResult> =>
@@ -77,6 +80,7 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net: the back-end killed and 
           if (!l.startsWith('[vw net-restart]')) return;
           lines[i]!.push(`${((Date.now() - t0) / 1000).toFixed(1)}s ${l}`);
           if (/traffic up/.test(l)) up[i] = true;
+          if (i === 0 && /stream received/.test(l)) streamDoneAt = Math.min(streamDoneAt, Date.now() - t0);
           const m = /restart (\d+): traffic back/.exec(l);
           if (m) back[i] = Number(m[1]);
         },
@@ -89,12 +93,14 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net: the back-end killed and 
       `kills ${kills.length}\n--- guest A ---\n${lines[0]!.join('\n')}\n--- guest B ---\n${lines[1]!.join('\n')}\n` +
       `--- back-ends ---\n${backends.map((b) => b.output().slice(-2500)).join('\n---\n')}`;
     const kills: { at: number; backMs: number }[] = [];
+    const killedAt: number[] = [];
     try {
       if (!(await until(() => (up[0] && up[1]) || done[0] || done[1], 560_000))) throw new Error(`the guests never reached each other\n${why()}`);
       if (done[0] || done[1]) throw new Error(`a guest ended before the kills\n${why()}`);
       for (let k = 1; k <= KILLS; k++) {
         await sleep(2000 + Math.random() * 3000);
         const tk = Date.now();
+        killedAt.push(tk - t0);
         be.child.kill('SIGKILL');
         await be.exited;
         await sleep(300);
@@ -117,7 +123,8 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net: the back-end killed and 
     const detail = `--- guest A ---\n${describeResult(ra)}\n--- guest B ---\n${describeResult(rb)}\n${why()}`;
     console.log(
       `[qemu net-restart] ${kills.length} kills (at ${kills.map((x) => `${x.at.toFixed(1)}s`).join(', ')}); ` +
-        `kill-to-traffic-on-both ${kills.map((x) => x.backMs).join(',')} ms; A: ${ra.markerLine}; B: ${rb.markerLine}`,
+        `kill-to-traffic-on-both ${kills.map((x) => x.backMs).join(',')} ms; ` +
+        `${killedAt.filter((t) => t < streamDoneAt).length} kill(s) while the stream ran; A: ${ra.markerLine}; B: ${rb.markerLine}`,
     );
     console.log(`[qemu net-restart] guest A:\n${lines[0]!.join('\n')}\nguest B:\n${lines[1]!.join('\n')}`);
     expect(ra.passed, detail).toBe(true);
@@ -125,6 +132,9 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net: the back-end killed and 
     expect(kills.length).toBe(KILLS);
     expect(Number(ra.markerFields.restarts), detail).toBeGreaterThanOrEqual(KILLS);
     expect(Number(rb.markerFields.restarts), detail).toBeGreaterThanOrEqual(KILLS);
+    expect(ra.markerFields.stream_bytes, detail).toBe('16777216');
+    expect(ra.markerFields.stream_md5, detail).toMatch(/^[0-9a-f]{32}$/);
+    expect(ra.markerFields.stream_md5, detail).toBe(rb.markerFields.stream_md5);
     expect(ra.markerFields.bytes, detail).toBe('4194304');
     expect(ra.markerFields.md5, detail).toMatch(/^[0-9a-f]{32}$/);
     expect(ra.markerFields.md5, detail).toBe(rb.markerFields.md5);

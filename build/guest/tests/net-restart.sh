@@ -9,14 +9,17 @@
 #   vw.net_ip=A.B.C.D       this guest's address (/24)
 #   vw.net_peer=A.B.C.D     the other guest
 #   vw.net_restarts=N       back-end restarts to live through
-#   vw.net_bytes=N          file size (default 4 MiB)
+#   vw.net_bytes=N          size of the file sent after the restarts (default 4 MiB)
+#   vw.net_stream_bytes=N   size of the stream sent across the restarts (default 16 MiB)
 . /lib/vw-lib.sh
 role=${VW_NET_ROLE:?vw.net_role missing}
 ip=${VW_NET_IP:?vw.net_ip missing}
 peer=${VW_NET_PEER:?vw.net_peer missing}
 restarts=${VW_NET_RESTARTS:?vw.net_restarts missing}
 bytes=${VW_NET_BYTES:-4194304}
+stream_bytes=${VW_NET_STREAM_BYTES:-16777216}
 port=5001
+stream_port=5002
 SYS=/sys/class/net/eth0
 
 vw_wait_for 20 -e $SYS || vw_fail "no eth0 (net devices: $(ls /sys/class/net | tr '\n' ' '))"
@@ -30,6 +33,33 @@ until ping -c 1 -W 1 "$peer" >/dev/null 2>&1; do
 done
 down0=$(cat $SYS/carrier_down_count)
 vw_log "traffic up: $peer answers after $(( $(vw_ms) - t0 )) ms (carrier down count $down0)"
+
+# the stream across the restarts (TCP retransmits what a restart drops)
+case "$role" in
+  recv)
+    mkfifo /tmp/streamin
+    exec 4<>/tmp/streamin
+    (
+      timeout 500 nc -l -p "$stream_port" <&4 >/tmp/stream.bin
+      rc=$?
+      vw_log "stream received (nc exit $rc)"
+      exit $rc
+    ) &
+    ;;
+  send)
+    head -c "$stream_bytes" /dev/urandom >/tmp/stream.bin
+    (
+      tries=0
+      until timeout 500 nc "$peer" "$stream_port" </tmp/stream.bin; do
+        tries=$(( tries + 1 ))
+        [ "$tries" -ge 120 ] && exit 1
+        sleep 0.5
+      done
+    ) &
+    ;;
+esac
+stream_pid=$!
+stream_t0=$(vw_ms)
 
 # traffic until the link has gone down `restarts` times and come back after each
 seen=0
@@ -48,6 +78,12 @@ while [ "$seen" -lt "$restarts" ]; do
   fi
   if ping -c 1 -W 1 -s 1000 "$peer" >/dev/null 2>&1; then ok=$(( ok + 1 )); else lost=$(( lost + 1 )); fi
 done
+
+wait "$stream_pid" || vw_fail "the stream across the restarts failed"
+stream_ms=$(( $(vw_ms) - stream_t0 ))
+stream_size=$(stat -c %s /tmp/stream.bin)
+stream_sum=$(md5sum /tmp/stream.bin | cut -d' ' -f1)
+vw_log "stream: $stream_size bytes in $stream_ms ms across the restarts, md5 $stream_sum"
 
 case "$role" in
   recv)
@@ -70,4 +106,4 @@ case "$role" in
 esac
 size=$(stat -c %s /tmp/file.bin)
 sum=$(md5sum /tmp/file.bin | cut -d' ' -f1)
-vw_pass "role=$role restarts=$seen downs=$(( $(cat $SYS/carrier_down_count) - down0 )) pings_ok=$ok pings_lost=$lost bytes=$size md5=$sum ms=$(( $(vw_ms) - t1 ))"
+vw_pass "role=$role restarts=$seen downs=$(( $(cat $SYS/carrier_down_count) - down0 )) pings_ok=$ok pings_lost=$lost stream_bytes=$stream_size stream_md5=$stream_sum stream_ms=$stream_ms bytes=$size md5=$sum ms=$(( $(vw_ms) - t1 ))"
