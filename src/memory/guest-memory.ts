@@ -101,7 +101,7 @@ export class GuestMemory {
     this.onWarning = undefined;
   }
 
-  /** Stop guarding this Memory's range (its connection is over; the reservation goes with the Memory). */
+  /** Stop guarding this Memory's range (its endpoint is done with it; the reservation goes with the Memory). */
   release(): void {
     this.clear();
     this.unmapInflight();

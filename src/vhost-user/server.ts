@@ -90,19 +90,14 @@ export class VhostUserServer {
     return { memory, workers: this.opts.device.workers ?? ((ctx) => pool.leaseFor(ctx.onEvent)) };
   }
 
-  /** A worker that did not let go of its connection may still write into the Memory: start afresh. */
-  private async discardTainted(): Promise<void> {
+  /**
+   * Let Memory and workers go: the endpoint closes, or (`onlyIfTainted`) a worker did not let go of its
+   * connection and may still write into the Memory, so the next connection gets fresh ones.
+   */
+  private async discard(onlyIfTainted: boolean): Promise<void> {
     const k = this.kept;
-    if (!k?.pool.tainted) return;
+    if (!k || (onlyIfTainted && !k.pool.tainted)) return;
     this.kept = undefined;
-    await k.pool.close();
-    k.memory.release();
-  }
-
-  private async discardKept(): Promise<void> {
-    const k = this.kept;
-    this.kept = undefined;
-    if (!k) return;
     await k.pool.close();
     k.memory.release();
   }
@@ -133,8 +128,15 @@ export class VhostUserServer {
         void dispatcher
           .drain()
           .then(() => session.close())
-          .then(() => this.discardTainted())
-          .catch((e: unknown) => this.log(`releasing the connection failed: ${(e as Error).message}`))
+          .then(
+            () => this.discard(true),
+            (e: unknown) => {
+              // whatever of it was not released must not reach the next connection
+              this.log(`releasing the connection failed: ${(e as Error).message}`);
+              return this.discard(false);
+            },
+          )
+          .catch((e: unknown) => this.log(`releasing the endpoint's memory and workers failed: ${(e as Error).message}`))
           .finally(() => {
             if (this.active?.session === session) this.active = undefined;
             release();
@@ -157,6 +159,6 @@ export class VhostUserServer {
       a.channel.close();
       await a.done;
     }
-    await this.discardKept();
+    await this.discard(false);
   }
 }
