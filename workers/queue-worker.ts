@@ -1,5 +1,6 @@
 /**
- * A queue worker: runs the WASM ring engine for one or more virtqueues on the connection's shared Memory.
+ * A queue worker: runs the WASM ring engine for one or more virtqueues on the back-end's shared Memory, for one
+ * connection after another (reset() between them: worker-pool.ts).
  * It blocks in poll() on its control eventfd and the kick eventfds of its running queues; control calls
  * (comlink) are taken only between batches, after the main thread has written the control eventfd.
  */
@@ -389,6 +390,15 @@ const api: QueueWorkerApi = {
     paused = false;
     const now = performance.now();
     for (const r of rings.values()) processRing(r, now);
+  },
+  reset(): void {
+    for (const r of rings.values()) {
+      drainRing(r);
+      r.handler.close?.();
+    }
+    rings.clear();
+    slotRing.fill(undefined);
+    paused = false;
   },
   shutdown(): void {
     shuttingDown = true;

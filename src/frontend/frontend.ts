@@ -27,6 +27,11 @@ export interface FrontendOptions {
   enableRings?: boolean;
   /** negotiate INFLIGHT_SHMFD when offered and keep the region across reconnects */
   inflight?: boolean;
+  /**
+   * Send only the first N requests of the set-up, then stop there with the connection open (`setupDone` false):
+   * a front-end that vanishes mid-setup, for tests.
+   */
+  setupSteps?: number;
 }
 
 export interface Segment {
@@ -43,7 +48,15 @@ interface QueueState {
 }
 
 const WANTED_PROTOCOL =
-  bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) | bit(ProtocolFeature.STATUS) | bit(ProtocolFeature.CONFIG);
+  bit(ProtocolFeature.MQ) |
+  bit(ProtocolFeature.REPLY_ACK) |
+  bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
+  bit(ProtocolFeature.STATUS) |
+  bit(ProtocolFeature.CONFIG) |
+  bit(ProtocolFeature.RESET_DEVICE);
+
+/** thrown inside the set-up when `setupSteps` are used up */
+class SetupCut extends Error {}
 
 export class Frontend {
   client: VhostUserClient;
@@ -58,9 +71,13 @@ export class Frontend {
   features = 0n;
   protocolFeatures = 0n;
   private pool: Piscina | undefined;
+  private stepsLeft: number | undefined;
+  /** false when `setupSteps` cut the set-up short */
+  setupDone = false;
 
   private constructor(private readonly opts: FrontendOptions) {
     this.size = opts.queueSize ?? 256;
+    this.stepsLeft = opts.setupSteps;
     this.bufferBytes = opts.bufferBytes ?? this.size * 4096;
     this.client = VhostUserClient.connect(opts.socketPath);
     const bytes = Math.max(4 << 20, opts.queues * queueFootprint(this.size, this.bufferBytes));
@@ -73,7 +90,9 @@ export class Frontend {
     const fe = new Frontend(opts);
     try {
       await fe.setup();
+      fe.setupDone = true;
     } catch (e) {
+      if (e instanceof SetupCut) return fe;
       fe.close();
       throw e;
     }
@@ -84,41 +103,71 @@ export class Frontend {
     return hasBit(this.features, VIRTIO_F_EVENT_IDX);
   }
 
+  /** One set-up request; with `setupSteps`, the set-up stops (SetupCut) once they are used up. */
+  private step<T>(p: () => Promise<T>): Promise<T> {
+    if (this.stepsLeft !== undefined && this.stepsLeft-- <= 0) throw new SetupCut();
+    return p();
+  }
+
   private async setup(): Promise<void> {
     const c = this.client;
-    const offered = (await c.request('GET_FEATURES', undefined))!;
+    const step = <T>(p: () => Promise<T>): Promise<T> => this.step(p);
+    const offered = (await step(() => c.request('GET_FEATURES', undefined)))!;
     let want = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (this.opts.extraFeatures ?? 0n);
     if (this.opts.eventIdx ?? true) want |= bit(VIRTIO_F_EVENT_IDX);
     this.features = offered & want;
     if (hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES)) {
-      const pf = (await c.request('GET_PROTOCOL_FEATURES', undefined))!;
+      const pf = (await step(() => c.request('GET_PROTOCOL_FEATURES', undefined)))!;
       this.protocolFeatures = pf & (WANTED_PROTOCOL | (this.opts.inflight ? bit(ProtocolFeature.INFLIGHT_SHMFD) : 0n));
-      await c.request('SET_PROTOCOL_FEATURES', this.protocolFeatures);
+      await step(() => c.request('SET_PROTOCOL_FEATURES', this.protocolFeatures));
       c.replyAck = hasBit(this.protocolFeatures, ProtocolFeature.REPLY_ACK);
       if (hasBit(this.protocolFeatures, ProtocolFeature.MQ)) {
-        const n = Number((await c.request('GET_QUEUE_NUM', undefined))!);
+        const n = Number((await step(() => c.request('GET_QUEUE_NUM', undefined)))!);
         if (n < this.opts.queues) throw new Error(`back-end has ${n} queues, ${this.opts.queues} wanted`);
       }
     }
-    await c.request('SET_OWNER', undefined);
-    await c.request('SET_FEATURES', this.features);
+    await step(() => c.request('SET_OWNER', undefined));
+    await step(() => c.request('SET_FEATURES', this.features));
     const r = this.ram.region;
-    await c.request('SET_MEM_TABLE', { regions: [{ gpa: r.gpa, size: r.size, uaddr: r.uaddr, mmapOffset: 0n }] }, [this.ram.fd]);
-    if (hasBit(this.protocolFeatures, ProtocolFeature.INFLIGHT_SHMFD)) await this.setupInflight();
+    await step(() => c.request('SET_MEM_TABLE', { regions: [{ gpa: r.gpa, size: r.size, uaddr: r.uaddr, mmapOffset: 0n }] }, [this.ram.fd]));
+    if (hasBit(this.protocolFeatures, ProtocolFeature.INFLIGHT_SHMFD)) await step(() => this.setupInflight());
+    await this.setupRings();
+  }
+
+  /** Every ring: size, base, addresses, call and kick fds, enable. */
+  private async setupRings(): Promise<void> {
+    const c = this.client;
+    const step = <T>(p: () => Promise<T>): Promise<T> => this.step(p);
     const fresh = this.queues.length === 0;
     for (let q = 0; q < this.opts.queues; q++) {
       if (fresh) this.queues.push({ ring: this.ram.placeRing(this.size, this.bufferBytes), kickFd: eventfd(), callFd: eventfd() });
       const { ring, kickFd, callFd } = this.queues[q]!;
       // after a reconnect, start where the guest's used ring is, as QEMU does when the back-end went away
       const base = fresh ? 0 : Atomics.load(new Uint16Array(this.ram.mem.memory.buffer), (ring.used + 2) >>> 1);
-      await c.request('SET_VRING_NUM', { index: q, num: this.size });
-      await c.request('SET_VRING_BASE', { index: q, num: base });
-      await c.request('SET_VRING_ADDR', { index: q, flags: 0, desc: ring.descUva, used: ring.usedUva, avail: ring.availUva, log: 0n });
-      await c.request('SET_VRING_CALL', { index: q, noFd: false }, [callFd]);
-      await c.request('SET_VRING_KICK', { index: q, noFd: false }, [kickFd]);
+      await step(() => c.request('SET_VRING_NUM', { index: q, num: this.size }));
+      await step(() => c.request('SET_VRING_BASE', { index: q, num: base }));
+      await step(() => c.request('SET_VRING_ADDR', { index: q, flags: 0, desc: ring.descUva, used: ring.usedUva, avail: ring.availUva, log: 0n }));
+      await step(() => c.request('SET_VRING_CALL', { index: q, noFd: false }, [callFd]));
+      await step(() => c.request('SET_VRING_KICK', { index: q, noFd: false }, [kickFd]));
       if (hasBit(this.features, VHOST_USER_F_PROTOCOL_FEATURES) && (this.opts.enableRings ?? true))
-        await c.request('SET_VRING_ENABLE', { index: q, num: 1 });
+        await step(() => c.request('SET_VRING_ENABLE', { index: q, num: 1 }));
     }
+  }
+
+  /**
+   * After RESET_DEVICE or SET_STATUS(0), as a driver does: every ring re-initialised (zeroed, index 0), then the
+   * features and the rings set up again on the same connection.
+   */
+  async restartDevice(): Promise<void> {
+    for (let q = 0; q < this.queues.length; q++) {
+      const r = this.queues[q]!.ring;
+      if (this.engine.drvInit(this.ds(q), this.size, r.desc, r.avail, r.used, this.ram.gpaDelta, this.eventIdx ? 1 : 0) !== 0)
+        throw new Error('drvInit refused the ring');
+      this.engine.drvSetInterrupts(this.ds(q), 1);
+      this.generic.add(q);
+    }
+    await this.client.request('SET_FEATURES', this.features);
+    await this.setupRings();
   }
 
   /** The inflight region: asked for on the first connection, handed back on every reconnect. */

@@ -1,8 +1,9 @@
 /**
- * A front-end connection's guest memory: one shared WebAssembly.Memory whose guest-RAM part is made of the
- * front-end's region fds, each mmap'ed with MAP_FIXED at a 2 MiB-aligned host address inside it. The region
- * table the engine translates through lives in the same Memory (layout.ts). A region that goes away is covered
- * by an anonymous MAP_FIXED mapping, never unmapped: a hole would kill the process on the next JS access.
+ * Guest memory of a back-end endpoint's front-ends, one connection at a time: one shared WebAssembly.Memory whose
+ * guest-RAM part is made of the front-end's region fds, each mmap'ed with MAP_FIXED at a 2 MiB-aligned host address
+ * inside it. The region table the engine translates through lives in the same Memory (layout.ts). A region that
+ * goes away is covered by an anonymous MAP_FIXED mapping, never unmapped: a hole would kill the process on the
+ * next JS access.
  */
 import {
   GUEST_ALIGN,
@@ -11,6 +12,7 @@ import {
   INFLIGHT_AREA_MAX,
   MAX_REGIONS,
   MEMORY_MAX_PAGES,
+  QUEUE_AREAS,
   REGION_ENTRY_SIZE,
   REGION_GPA,
   REGION_HDR_COUNT,
@@ -87,7 +89,19 @@ export class GuestMemory {
     this.guardSlot = guardRange(this.base + BigInt(INFLIGHT_AREA), this.base + MEMORY_LIMIT);
   }
 
-  /** Stop guarding this Memory's range (its connection is over; the reservation goes with the Memory). */
+  /**
+   * Ready for the next front-end (the Memory outlives connections: server.ts): regions and the inflight region
+   * let go, queue state and device scratch back to zeros. Covering them returns their pages to the kernel, where
+   * writing zeros would make every page resident. Only while no worker runs a ring on it.
+   */
+  reset(): void {
+    this.clear();
+    this.unmapInflight();
+    this.cover(QUEUE_AREAS, INFLIGHT_AREA - QUEUE_AREAS);
+    this.onWarning = undefined;
+  }
+
+  /** Stop guarding this Memory's range (its endpoint is done with it; the reservation goes with the Memory). */
   release(): void {
     this.clear();
     this.unmapInflight();

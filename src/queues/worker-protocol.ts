@@ -68,6 +68,8 @@ export interface QueueWorkerApi {
   /** stop touching guest memory until resume(); returns the queues it holds */
   pause(): number[];
   resume(): void;
+  /** forget every ring (each drained first) and un-pause: the worker goes back to its pool for the next connection */
+  reset(): void;
   shutdown(): void;
 }
 

@@ -22,8 +22,8 @@ import {
   REGION_TABLE,
 } from '../engine/layout.js';
 import { GuestMemory, type RegionSpec } from '../memory/guest-memory.js';
-import type { RingWorkers } from '../queues/ring-workers.js';
-import { queueMapping, QueueWorkerPool } from '../queues/worker-pool.js';
+import type { RingWorkers, RingWorkersFactory } from '../queues/ring-workers.js';
+import { queueMapping } from '../queues/worker-pool.js';
 import type { CompletionOrder, NotifyPolicy, WorkerEvent } from '../queues/worker-protocol.js';
 import { closeQuietly, dup, eventfdSignal, ftruncate, isEventfd, memfdCreate, MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../sys/syscalls.js';
 import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from './constants.js';
@@ -65,6 +65,14 @@ export interface SessionOptions {
   log: (line: string) => void;
 }
 
+/** What a connection borrows from its endpoint for as long as it lasts (server.ts). */
+export interface SessionResources {
+  /** the endpoint's guest memory; reset() when the connection is over */
+  memory: GuestMemory;
+  /** who runs the rings of this connection (the endpoint's warm worker pool, or the device's own) */
+  workers: RingWorkersFactory;
+}
+
 interface Ring {
   size: number;
   addr: { desc: bigint; used: bigint; avail: bigint } | undefined;
@@ -81,7 +89,7 @@ const NO_FD = -1;
 const POLL_RING = -2;
 
 export class Session {
-  readonly memory = new GuestMemory();
+  readonly memory: GuestMemory;
   private engine: EngineExports;
   private readonly module: WebAssembly.Module;
   private pool: RingWorkers | undefined;
@@ -99,7 +107,9 @@ export class Session {
   constructor(
     readonly device: DeviceModel,
     private readonly opts: SessionOptions,
+    private readonly resources: SessionResources,
   ) {
+    this.memory = resources.memory;
     this.module = loadEngineModule();
     this.engine = instantiateEngine(this.module, this.memory.memory);
     this.memory.onWarning = opts.log;
@@ -380,7 +390,7 @@ export class Session {
     const inflightAddr = inf ? this.inflight!.addr + q * this.inflight!.perQueue : 0;
     this.engine.splitConfigure(queueArea(q), r.size, qf, t.desc, t.avail, t.used, REGION_TABLE, inflightAddr, r.base);
     const resubmit = this.recoverInflight(q, r);
-    this.pool ??= (this.device.workers ?? ((ctx) => new QueueWorkerPool(ctx)))({
+    this.pool ??= this.resources.workers({
       device: this.device.name,
       deviceOptions: this.device.options,
       engine: this.opts.engine,
@@ -544,7 +554,7 @@ export class Session {
 
   /**
    * Everything of this connection goes: rings stop first (in-flight requests complete, devices flush), then the
-   * workers (they use the memory), then fds and mappings.
+   * workers let go of it (they use the memory), then fds and mappings; the Memory is left blank for the next.
    */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -561,6 +571,6 @@ export class Session {
       for (const fd of [r.kickFd, r.callFd, r.errFd]) if (fd >= 0) closeQuietly(fd);
     }
     if (this.backendReqFd >= 0) closeQuietly(this.backendReqFd);
-    this.memory.release();
+    this.memory.reset();
   }
 }

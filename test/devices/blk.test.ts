@@ -30,7 +30,7 @@ import {
 } from '../../src/devices/blk.js';
 import { Frontend, type Segment } from '../../src/frontend/frontend.js';
 import { spawnBackend, startBackend, type ChildBackend, type InProcessBackend } from '../helpers/backend.js';
-import { BIN } from '../helpers/proc.js';
+import { BIN, waitExit } from '../helpers/proc.js';
 
 const MiB = 1 << 20;
 let backend: InProcessBackend | undefined;
@@ -60,10 +60,14 @@ function makeImage(bytes: number, where = os.tmpdir()): string {
   return file;
 }
 
-async function serve(opts: Parameters<typeof blkDevice>[0], queues = opts.queues ?? 1): Promise<Frontend> {
+async function serve(
+  opts: Parameters<typeof blkDevice>[0],
+  queues = opts.queues ?? 1,
+  feOpts: Partial<Parameters<typeof Frontend.connect>[0]> = {},
+): Promise<Frontend> {
   device = blkDevice(opts);
   backend = startBackend(device);
-  const fe = await Frontend.connect({ socketPath: backend.socketPath, queues, queueSize: 256, bufferBytes: 4 * MiB });
+  const fe = await Frontend.connect({ socketPath: backend.socketPath, queues, queueSize: 256, bufferBytes: 4 * MiB, ...feOpts });
   open.push(fe);
   return fe;
 }
@@ -167,6 +171,55 @@ function dzRequest(fe: Frontend, q: number, base: number, type: number, ranges: 
     data,
     status,
   };
+}
+
+/** Records marked in flight in the inflight region (A.10) of queue 0: header of 16 bytes, then 16 per descriptor. */
+function inflightRecords(fe: Frontend): number {
+  const region = Buffer.alloc(16 + 16 * 256);
+  fs.readSync(fe.inflightFd!, region, 0, region.length, 0);
+  expect(region.readUInt16LE(8), 'inflight region version').toBe(1);
+  const n = region.readUInt16LE(10);
+  let held = 0;
+  for (let i = 0; i < n; i++) if (region[16 + 16 * i] === 1) held++;
+  return held;
+}
+
+interface BigWrites {
+  /** head -> write number and where its status byte is */
+  heads: Map<number, { i: number; status: number }>;
+  /** requests the back-end held (inflight records) when this returned; 0 if it never held any within 5 s */
+  held: number;
+}
+
+/**
+ * `n` writes of `len` bytes on queue 0 of a front-end with inflight tracking (write i: pattern 300 + i at byte
+ * i * len of the image), the data written first and then all the chains at once, so that the back-end gets them
+ * faster than it can write them; returns as soon as its inflight records show some held.
+ */
+async function bigWritesInFlight(fe: Frontend, n: number, len: number): Promise<BigWrites> {
+  const reqs = Array.from({ length: n }, (_, i) => {
+    const r = request(fe, 0, i * (len + 2048), VIRTIO_BLK_T_OUT, (i * len) / 512, len, 2);
+    fe.buffer(0, r.data, len).set(pattern(len, 300 + i));
+    return r;
+  });
+  const heads = new Map<number, { i: number; status: number }>();
+  reqs.forEach((r, i) => heads.set(fe.submit(0, r.segs), { i, status: r.status }));
+  let held = 0;
+  const until = Date.now() + 5_000;
+  while ((held = inflightRecords(fe)) === 0 && Date.now() < until) await new Promise((r) => setImmediate(r));
+  return { heads, held };
+}
+
+/** Every used element queue 0 has now (waiting up to 100 ms for each next one). */
+async function reapAll(fe: Frontend, heads: BigWrites['heads']): Promise<{ i: number; status: number }[]> {
+  const done: { i: number; status: number }[] = [];
+  for (;;) {
+    try {
+      done.push(heads.get((await fe.waitUsed(0, 100)).id)!);
+    } catch {
+      return done;
+    }
+  }
 }
 
 function loopAvailable(): boolean {
@@ -428,31 +481,24 @@ describe('virtio-blk back-end (io_uring) with the built-in front-end', () => {
     console.log(`[blk] 64 in flight: writes completed ${order.some((v, i) => v !== i) ? 'out of' : 'in'} order, reads ${readOrder.some((v, i) => v !== i) ? 'out of' : 'in'} order`);
   });
 
-  it('GET_VRING_BASE with requests in flight: every request popped completes before the ring index is reported', async () => {
+  it('GET_VRING_BASE returns only after the in-flight requests of that ring are complete: every request popped is used before the index is reported', async () => {
     const img = makeImage(16 * MiB);
-    const fe = await serve({ image: img });
-    const N = 32;
-    const heads = new Map<number, number>();
-    for (let i = 0; i < N; i++) {
-      const r = request(fe, 0, i * 66 * 1024, VIRTIO_BLK_T_OUT, i * 128, 64 * 1024, 2);
-      fe.buffer(0, r.data, 64 * 1024).set(pattern(64 * 1024, 200 + i));
-      heads.set(fe.submit(0, r.segs), i);
-    }
-    const done = [heads.get((await fe.waitUsed(0)).id)!];
+    const fe = await serve({ image: img }, 1, { inflight: true, bufferBytes: 20 * MiB });
+    const N = 64;
+    const LEN = 256 * 1024;
+    const { heads, held } = await bigWritesInFlight(fe, N, LEN);
     const [base] = await fe.stop();
-    // the ring stopped where the back-end got to; everything it popped is already in the used ring
-    for (;;) {
-      try {
-        done.push(heads.get((await fe.waitUsed(0, 200)).id)!);
-      } catch {
-        break;
-      }
-    }
+    expect(held, 'requests in flight when GET_VRING_BASE was sent').toBeGreaterThan(0);
+    // at the reply nothing is in flight, and the used ring is exactly where the ring stopped
+    expect(inflightRecords(fe)).toBe(0);
+    const usedIdx = new DataView(fe.ram.mem.memory.buffer).getUint16(fe.queues[0]!.ring.used + 2, true);
+    expect(usedIdx).toBe(base);
+    const done = await reapAll(fe, heads);
     expect(done.length).toBe(base);
-    console.log(`[blk] GET_VRING_BASE with ${N} submitted: ${base} popped and completed before the reply`);
-    for (const i of done) {
-      expect(fe.buffer(0, i * 66 * 1024 + 512 + 64 * 1024, 1)[0]).toBe(VIRTIO_BLK_S_OK);
-      expect(preadImage(img, i * 128 * 512, 64 * 1024).equals(pattern(64 * 1024, 200 + i))).toBe(true);
+    console.log(`[blk] GET_VRING_BASE with ${N} submitted, ${held} in flight when asked: ${base} popped and completed before the reply`);
+    for (const d of done) {
+      expect(fe.buffer(0, d.status, 1)[0], `status of write ${d.i}`).toBe(VIRTIO_BLK_S_OK);
+      expect(preadImage(img, d.i * LEN, LEN).equals(pattern(LEN, 300 + d.i)), `image contents of write ${d.i}`).toBe(true);
     }
   });
 
@@ -569,4 +615,31 @@ describe('virtio-blk back-end (io_uring) with the built-in front-end', () => {
     const caps = spawnSync(process.execPath, [BIN, 'blk', '--print-capabilities'], { encoding: 'utf8', timeout: 15_000 });
     expect(JSON.parse(caps.stdout)).toEqual({ type: 'blk', features: ['read-only', 'blk-file'] });
   });
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    it(`${sig} with writes in flight: every write the back-end took completes OK and is in the image, none is left in flight, exit 0 within 5 s`, async () => {
+      const img = makeImage(16 * MiB);
+      child = await spawnBackend(['blk', '--image', img]);
+      const fe = await Frontend.connect({ socketPath: child.socketPath, queues: 1, queueSize: 256, bufferBytes: 20 * MiB, inflight: true });
+      open.push(fe);
+      const N = 64;
+      const LEN = 256 * 1024;
+      const { heads, held } = await bigWritesInFlight(fe, N, LEN);
+      const exit = waitExit(child.child, 5_000);
+      child.child.kill(sig);
+      expect(held, 'requests in flight when the signal was sent').toBeGreaterThan(0);
+      const { code, ms } = await exit;
+      expect(ms, `did not exit within 5 s:\n${child.output()}`).not.toBe(Infinity);
+      expect(code, child.output()).toBe(0);
+      // the used ring (in the front-end's memory) holds what the back-end completed before it exited ...
+      const done = await reapAll(fe, heads);
+      // ... and whatever it popped, it completed: no record is left in flight for a next back-end to resubmit
+      expect(inflightRecords(fe)).toBe(0);
+      expect(done.length).toBeGreaterThan(0);
+      for (const d of done) {
+        expect(fe.buffer(0, d.status, 1)[0], `status of write ${d.i}`).toBe(VIRTIO_BLK_S_OK);
+        expect(preadImage(img, d.i * LEN, LEN).equals(pattern(LEN, 300 + d.i)), `image contents of write ${d.i}`).toBe(true);
+      }
+      console.log(`[blk] ${sig} with ${N} writes submitted, ${held} in flight at the signal: ${done.length} completed before the exit (${ms.toFixed(0)} ms after it)`);
+    });
+  }
 });

@@ -28,6 +28,17 @@ export function threadCount(pid: number): number {
   return fs.readdirSync(`/proc/${pid}/task`).length;
 }
 
+/** Threads of the process itself: io_uring's kernel workers (iou-wrk-*, iou-sqp-*) come and go on their own. */
+export function ownThreadCount(pid: number): number {
+  return fs.readdirSync(`/proc/${pid}/task`).filter((t) => {
+    try {
+      return !fs.readFileSync(`/proc/${pid}/task/${t}/comm`, 'utf8').startsWith('iou-');
+    } catch {
+      return false; // gone meanwhile
+    }
+  }).length;
+}
+
 export interface Exit {
   code: number | null;
   signal: NodeJS.Signals | null;

@@ -141,7 +141,7 @@ import { GuestMemory } from '${built('src/memory/guest-memory.js')}';
 const mem = new GuestMemory();
 const pool = new QueueWorkerPool({
   device: 'null', deviceOptions: {}, memory: mem.memory, module: loadEngineModule(),
-  queueToWorker: [0, 1], onEvent: (e) => console.log('event', JSON.stringify(e)),
+  queueToWorker: [0, 1], log: (l) => console.log(l),
 });
 // a control call per worker proves each one runs its loop; then they go back to poll(-1)
 await pool.call(0, (api) => api.resume());
