@@ -173,6 +173,7 @@ export class Session {
   setFeatures(f: bigint): void {
     const extra = f & ~this.offeredFeatures;
     if (extra) throw new RequestError(`SET_FEATURES acks feature bits never offered: 0x${extra.toString(16)}`);
+    if (hasBit(f, VIRTIO_F_RING_PACKED) && !this.packed) this.opts.log('VIRTIO_F_RING_PACKED acked: the rings are packed');
     this.acked = f;
     // Without VHOST_USER_F_PROTOCOL_FEATURES there is no SET_VRING_ENABLE: rings are enabled at once.
     if (!hasBit(f, VHOST_USER_F_PROTOCOL_FEATURES))
