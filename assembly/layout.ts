@@ -153,6 +153,12 @@ export const DS_BYTES: u32 = DS_FREE_STACK + 2 * QUEUE_SIZE_MAX;
 export const DSF_EVENT_IDX: u32 = 1 << 0;
 export const DSF_FIXED: u32 = 1 << 1;
 export const DSF_INTR_OFF: u32 = 1 << 2;
+export const DSF_PACKED: u32 = 1 << 3;
+export const DRV_INIT_EVENT_IDX: u32 = 1 << 0;
+export const DRV_INIT_PACKED: u32 = 1 << 1;
+export const DS_PK_BUF_ADDR: u32 = 104;
+export const DS_PK_BUF_LEN: u32 = 108;
+export const DS_PK_WRITABLE: u32 = 112;
 
 export const DRV_FIXED_READ: u32 = 0;
 export const DRV_FIXED_WRITE: u32 = 1;

@@ -206,6 +206,17 @@ export const DS_BYTES = DS_FREE_STACK + 2 * QUEUE_SIZE_MAX; // 0x20100, fits in 
 export const DSF_EVENT_IDX = 1 << 0; // VIRTIO_F_EVENT_IDX negotiated
 export const DSF_FIXED = 1 << 1; // fixed-chain (benchmark) mode set up by drvSetupFixedChains
 export const DSF_INTR_OFF = 1 << 2; // drvSetInterrupts(ds, 0) in effect
+export const DSF_PACKED = 1 << 3; // packed ring (assembly/packed-driver.ts): drvInit flags bit DRV_INIT_PACKED
+
+// drvInit's last argument: bits
+export const DRV_INIT_EVENT_IDX = 1 << 0;
+export const DRV_INIT_PACKED = 1 << 1; // avail / used are then the driver / device event suppression structures
+// packed driver state, in the spare words of the DS block; DS_AVAIL_IDX / DS_LAST_USED / DS_KICK_AVAIL then
+// hold positions (index | wrap << 15), DS_CHAIN_LEN the ring slots of each outstanding buffer id, DS_FREE_STACK
+// (DS_FREE_CHAINS of them) the free buffer ids in both modes, DS_NUM_FREE the free ring slots
+export const DS_PK_BUF_ADDR = 104; // u32 fixed-chain mode: buffer area (chain c, descriptor j at + (c * dpc + j) * len)
+export const DS_PK_BUF_LEN = 108; // u32 fixed-chain mode: bytes per descriptor
+export const DS_PK_WRITABLE = 112; // u32 fixed-chain mode: DRV_FIXED_*
 
 // drvSetupFixedChains `writable` modes
 export const DRV_FIXED_READ = 0; // every descriptor device-readable
