@@ -17,6 +17,8 @@ export interface DriveOptions {
   descsPerChain: number;
   eventIdx: boolean;
   bufLen: number;
+  /** packed virtqueues (VIRTIO_F_RING_PACKED) */
+  packed?: boolean;
 }
 
 export interface DriveReport {
@@ -24,6 +26,7 @@ export interface DriveReport {
   mode: string;
   polling: boolean;
   eventIdx: boolean;
+  packed: boolean;
   queueCount: number;
   queueSize: number;
   seconds: number;
@@ -37,7 +40,7 @@ export interface DriveReport {
 
 /** Connect, run the drivers, stop the rings, disconnect. */
 export async function drive(o: DriveOptions): Promise<DriveReport> {
-  const fe = await Frontend.connect({ socketPath: o.socketPath, queues: o.queues, queueSize: o.queueSize, eventIdx: o.eventIdx });
+  const fe = await Frontend.connect({ socketPath: o.socketPath, queues: o.queues, queueSize: o.queueSize, eventIdx: o.eventIdx, packed: o.packed });
   try {
     const results = await fe.run({
       mode: o.mode,
@@ -56,6 +59,7 @@ export async function drive(o: DriveOptions): Promise<DriveReport> {
       mode: o.mode,
       polling: o.polling,
       eventIdx: fe.eventIdx,
+      packed: fe.packed,
       queueCount: o.queues,
       queueSize: o.queueSize,
       seconds: Math.max(...results.map((r) => r.seconds)),
@@ -80,6 +84,7 @@ export interface DriveBlkOptions {
   polling?: boolean;
   queueSize?: number;
   eventIdx?: boolean;
+  packed?: boolean;
 }
 
 /**
@@ -100,7 +105,7 @@ export function formatReport(r: DriveReport): string {
     );
   });
   return [
-    `${r.device} ${r.mode}${r.polling ? ' (polling)' : ''}, ${r.queueCount} queue(s) of ${r.queueSize}, event_idx ${r.eventIdx ? 'on' : 'off'}, ${r.seconds.toFixed(1)} s`,
+    `${r.device} ${r.mode}${r.polling ? ' (polling)' : ''}, ${r.queueCount} queue(s) of ${r.queueSize}, event_idx ${r.eventIdx ? 'on' : 'off'}${r.packed ? ', packed' : ''}, ${r.seconds.toFixed(1)} s`,
     ...lines,
     `  total: ${(r.chainsPerSec / 1e6).toFixed(3)} M chains/s${r.errors ? `  ERRORS ${r.errors}` : ''}`,
   ].join('\n');
@@ -108,9 +113,9 @@ export function formatReport(r: DriveReport): string {
 
 export const DRIVE_USAGE = `usage:
   vhost-wasm drive --socket-path P --device rng|null [--queues N] [--seconds S] [--json]
-                   [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--buf-len N] [--no-event-idx]
+                   [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--buf-len N] [--no-event-idx] [--packed]
   vhost-wasm drive --socket-path P --device blk [--queues N] [--iodepth D] [--bs B] [--rw randread|randwrite]
-                   [--seconds S] [--json] [--polling] [--queue-size N] [--no-event-idx]
+                   [--seconds S] [--json] [--polling] [--queue-size N] [--no-event-idx] [--packed]
                    (any vhost-user-blk back-end; defaults: iodepth 32 per queue, bs 4096, randread)
 `;
 
@@ -130,6 +135,7 @@ export async function runDrive(args: string[]): Promise<void> {
       'desc-per-chain': { type: 'string' },
       'buf-len': { type: 'string' },
       'no-event-idx': { type: 'boolean' },
+      packed: { type: 'boolean' },
       iodepth: { type: 'string' },
       bs: { type: 'string' },
       rw: { type: 'string' },
@@ -160,6 +166,7 @@ export async function runDrive(args: string[]): Promise<void> {
       polling: values.polling ?? false,
       queueSize: values['queue-size'] === undefined ? undefined : intOption('queue-size', values['queue-size'], 256, 1, 32768),
       eventIdx: !values['no-event-idx'],
+      packed: values.packed ?? false,
     });
     process.stdout.write((values.json ? JSON.stringify(report) : formatBlkReport(report)) + '\n');
     return;
@@ -178,6 +185,7 @@ export async function runDrive(args: string[]): Promise<void> {
     descsPerChain: intOption('desc-per-chain', values['desc-per-chain'], 1, 1, 64),
     bufLen: intOption('buf-len', values['buf-len'], 64, 1, 65536),
     eventIdx: !values['no-event-idx'],
+    packed: values.packed ?? false,
   });
   process.stdout.write((values.json ? JSON.stringify(report) : formatReport(report)) + '\n');
 }

@@ -13,6 +13,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { builtPath } from '../runtime/package-root.js';
+import { DRV_INIT_EVENT_IDX, DRV_INIT_PACKED } from './layout.js';
 
 /** Device side of a split ring (assembly/split-ring.ts, region-table.ts, event-idx.ts, inflight-split.ts). */
 export interface SplitEngineApi {
@@ -120,6 +121,11 @@ const FUNCTION_EXPORTS = [
   'drvInit', 'drvSetupFixedChains', 'drvSubmit', 'drvAddChain', 'drvKickAvail', 'drvNeedKick', 'drvReapTo',
   'drvReap', 'drvSetInterrupts', 'drvUsedPending',
 ] as const satisfies readonly (keyof SplitEngineApi | keyof PackedEngineApi | keyof SplitDriverApi)[];
+
+/** drvInit's last argument for the negotiated features. */
+export function drvInitFlags(eventIdx: boolean, packed = false): number {
+  return (eventIdx ? DRV_INIT_EVENT_IDX : 0) | (packed ? DRV_INIT_PACKED : 0);
+}
 
 /** Default location of the built engine: <package root>/build/out/engine.wasm. */
 export function defaultEnginePath(): string {

@@ -3,11 +3,11 @@
  * set-up) and, through driver workers, the guest. Works against any vhost-user back-end.
  */
 import { Piscina } from 'piscina';
-import { instantiateEngine, loadEngineModule, type EngineExports } from '../engine/engine.js';
-import { DRV_SEG_ADDR, DRV_SEG_BYTES, DRV_SEG_F_WRITE, DRV_SEG_FLAGS, DRV_SEG_LEN, DRV_USED_BYTES, deviceArea, queueArea } from '../engine/layout.js';
+import { drvInitFlags, instantiateEngine, loadEngineModule, type EngineExports } from '../engine/engine.js';
+import { DRV_SEG_ADDR, DRV_SEG_BYTES, DRV_SEG_F_WRITE, DRV_SEG_FLAGS, DRV_SEG_LEN, DRV_USED_BYTES, DS_CHAIN_LEN, DS_LAST_USED, deviceArea, queueArea } from '../engine/layout.js';
 import { builtPath } from '../runtime/package-root.js';
 import { closeQuietly, eventfd, eventfdDrain, eventfdSignal, POLLIN, pollFds } from '../sys/syscalls.js';
-import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../vhost-user/constants.js';
+import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from '../vhost-user/constants.js';
 import { VhostUserClient } from './client.js';
 import type { InflightDesc } from '../vhost-user/codec.js';
 import type { DriverResult, DriverTask } from './driver-protocol.js';
@@ -27,6 +27,8 @@ export interface FrontendOptions {
   enableRings?: boolean;
   /** negotiate INFLIGHT_SHMFD when offered and keep the region across reconnects */
   inflight?: boolean;
+  /** drive packed virtqueues: VIRTIO_F_RING_PACKED is required from the back-end */
+  packed?: boolean;
 }
 
 export interface Segment {
@@ -84,11 +86,19 @@ export class Frontend {
     return hasBit(this.features, VIRTIO_F_EVENT_IDX);
   }
 
+  get packed(): boolean {
+    return hasBit(this.features, VIRTIO_F_RING_PACKED);
+  }
+
   private async setup(): Promise<void> {
     const c = this.client;
     const offered = (await c.request('GET_FEATURES', undefined))!;
     let want = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (this.opts.extraFeatures ?? 0n);
     if (this.opts.eventIdx ?? true) want |= bit(VIRTIO_F_EVENT_IDX);
+    if (this.opts.packed) {
+      if (!hasBit(offered, VIRTIO_F_RING_PACKED)) throw new Error('packed rings asked for, but the back-end does not offer VIRTIO_F_RING_PACKED');
+      want |= bit(VIRTIO_F_RING_PACKED);
+    }
     this.features = offered & want;
     if (hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES)) {
       const pf = (await c.request('GET_PROTOCOL_FEATURES', undefined))!;
@@ -110,7 +120,7 @@ export class Frontend {
       if (fresh) this.queues.push({ ring: this.ram.placeRing(this.size, this.bufferBytes), kickFd: eventfd(), callFd: eventfd() });
       const { ring, kickFd, callFd } = this.queues[q]!;
       // after a reconnect, start where the guest's used ring is, as QEMU does when the back-end went away
-      const base = fresh ? 0 : Atomics.load(new Uint16Array(this.ram.mem.memory.buffer), (ring.used + 2) >>> 1);
+      const base = this.packed ? this.packedBase(q, fresh) : fresh ? 0 : Atomics.load(new Uint16Array(this.ram.mem.memory.buffer), (ring.used + 2) >>> 1);
       await c.request('SET_VRING_NUM', { index: q, num: this.size });
       await c.request('SET_VRING_BASE', { index: q, num: base });
       await c.request('SET_VRING_ADDR', { index: q, flags: 0, desc: ring.descUva, used: ring.usedUva, avail: ring.availUva, log: 0n });
@@ -119,6 +129,30 @@ export class Frontend {
       if (hasBit(this.features, VHOST_USER_F_PROTOCOL_FEATURES) && (this.opts.enableRings ?? true))
         await c.request('SET_VRING_ENABLE', { index: q, num: 1 });
     }
+  }
+
+  /**
+   * SET_VRING_BASE for a packed ring (both halves index | wrap << 15): at the start 0 with wrap 1; after a
+   * reconnect, past the used descriptors the device wrote (reaped or not), where it will write the next one
+   * (a back-end with an inflight region takes its positions from there instead).
+   */
+  private packedBase(q: number, fresh: boolean): number {
+    if (fresh) return (0x8000 | (0x8000 << 16)) >>> 0;
+    const dv = new DataView(this.ram.mem.memory.buffer);
+    const ds = this.ds(q);
+    const desc = this.queues[q]!.ring.desc;
+    let pos = dv.getUint16(ds + DS_LAST_USED, true);
+    for (let n = 0; n < this.size; n++) {
+      const i = pos & 0x7fff;
+      const w = pos >> 15;
+      const f = dv.getUint16(desc + 16 * i + 14, true);
+      if (((f >> 7) & 1) !== w || ((f >> 15) & 1) !== w) break;
+      const slots = dv.getUint16(ds + DS_CHAIN_LEN + 2 * dv.getUint16(desc + 16 * i + 12, true), true);
+      if (slots === 0) break;
+      const j = i + slots;
+      pos = j >= this.size ? (j - this.size) | ((w ^ 1) << 15) : j | (w << 15);
+    }
+    return (pos | (pos << 16)) >>> 0;
   }
 
   /** The inflight region: asked for on the first connection, handed back on every reconnect. */
@@ -172,6 +206,7 @@ export class Frontend {
           used: qs.ring.used,
           gpaDelta: this.ram.gpaDelta,
           eventIdx: this.eventIdx,
+          packed: this.packed,
           kickFd: qs.kickFd,
           callFd: qs.callFd,
           buffers: qs.ring.buffers,
@@ -202,7 +237,7 @@ export class Frontend {
     const qs = this.queues[q]!;
     const e = this.engine;
     if (!this.generic.has(q)) {
-      if (e.drvInit(this.ds(q), this.size, qs.ring.desc, qs.ring.avail, qs.ring.used, this.ram.gpaDelta, this.eventIdx ? 1 : 0) !== 0)
+      if (e.drvInit(this.ds(q), this.size, qs.ring.desc, qs.ring.avail, qs.ring.used, this.ram.gpaDelta, drvInitFlags(this.eventIdx, this.packed)) !== 0)
         throw new Error('drvInit refused the ring');
       e.drvSetInterrupts(this.ds(q), 1);
       this.generic.add(q);
