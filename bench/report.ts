@@ -5,9 +5,14 @@ import type { PingPongResult } from './c-baseline.js';
 export const LATENCY_RATIO_TARGET = 1.3;
 export const PER_QUEUE_TARGET = 10e6;
 
+/** virtqueue layout of a run: split (VIRTIO 1.x 2.7) or packed (VIRTIO_F_RING_PACKED) */
+export type RingFormat = 'split' | 'packed';
+
 export interface ThroughputScenario {
   name: string;
   queues: number;
+  /** virtqueue format the run used (absent in older results: split) */
+  ring?: RingFormat;
   /** 'eventfd': back-end --poll-us 0, driver sleeps on the call fd; 'polling': back-end spins, driver spins */
   notify: 'eventfd' | 'polling';
   backendArgs: string[];

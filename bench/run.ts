@@ -7,6 +7,8 @@
  *
  * Then the net benchmark (bench/net.ts): testpmd's virtio-user front-end against DPDK's vhost PMD and against ours.
  *
+ * The throughput runs go on split and on packed virtqueues (--ring), the same workload on both.
+ *
  *   node build/out/bench/run.js [--quick] [--seconds S] [--rounds N] [--json] [--no-blk | --blk-only] [--guest] [--no-net | --net-only]
  */
 import fs from 'node:fs';
@@ -28,6 +30,7 @@ import {
   type LatencyRun,
   median,
   PER_QUEUE_TARGET,
+  type RingFormat,
   type ThroughputScenario,
 } from './report.js';
 
@@ -49,6 +52,8 @@ const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rou
   --guest       blk also in a QEMU TCG guest with fio (slow: four guest boots)
   --guest-seconds S
                 fio seconds per job in the guest (default 5)
+  --ring R      virtqueue format of the null throughput runs: split, packed or both (default both: the same
+                runs on each, packed beside split in the results)
   --no-net      skip the net comparison (testpmd virtio-user: ours vs DPDK's vhost PMD)
   --net-only    run only the net comparison (standalone with more options: node build/out/bench/net.js --help)
 `;
@@ -103,12 +108,13 @@ async function driveScenario(
   mode: 'throughput' | 'latency',
   polling: boolean,
   seconds: number,
+  packed = false,
 ): Promise<{ report: DriveReport; backendArgs: string[] }> {
   const socketPath = path.join(tmpDir!, `${name.replace(/[^a-z0-9]+/gi, '-')}.sock`);
   const be = await Backend.start({ ...bopts, socketPath });
   try {
     const report = await withTimeout(
-      drive({ socketPath, device: 'null', queues: bopts.queues, seconds, mode, polling, queueSize: QUEUE_SIZE, descsPerChain: 1, eventIdx: true, bufLen: 64 }),
+      drive({ socketPath, device: 'null', queues: bopts.queues, seconds, mode, polling, queueSize: QUEUE_SIZE, descsPerChain: 1, eventIdx: true, bufLen: 64, packed }),
       (seconds * 3 + 20) * 1000,
       name,
       () => be.stop(),
@@ -122,15 +128,16 @@ async function driveScenario(
   }
 }
 
-async function throughputScenario(queues: number, notify: 'eventfd' | 'polling', seconds: number, cpus: number): Promise<ThroughputScenario> {
+async function throughputScenario(queues: number, notify: 'eventfd' | 'polling', seconds: number, cpus: number, ring: RingFormat = 'split'): Promise<ThroughputScenario> {
   const polling = notify === 'polling';
-  const name = `${queues}q ${notify}`;
+  const name = `${queues}q ${notify}${ring === 'packed' ? ' packed' : ''}`;
   const busyThreads = 2 * queues;
   const oversubscribed = busyThreads > cpus;
   const s: ThroughputScenario = {
     name,
     queues,
     notify,
+    ring,
     backendArgs: [],
     drivePolling: polling,
     busyThreads,
@@ -142,7 +149,7 @@ async function throughputScenario(queues: number, notify: 'eventfd' | 'polling',
   };
   progress(`throughput ${name}: ${seconds} s${oversubscribed ? ' (oversubscribed)' : ''}`);
   try {
-    const { report, backendArgs } = await driveScenario(name, { queues, pollUs: polling ? POLL_US : 0, batch: BATCH }, 'throughput', polling, seconds);
+    const { report, backendArgs } = await driveScenario(name, { queues, pollUs: polling ? POLL_US : 0, batch: BATCH }, 'throughput', polling, seconds, ring === 'packed');
     Object.assign(s, {
       ok: true,
       backendArgs,
@@ -205,6 +212,7 @@ async function main(): Promise<void> {
       'guest-seconds': { type: 'string' },
       'ours-workers': { type: 'string' },
       'no-net': { type: 'boolean' },
+      ring: { type: 'string', default: 'both' },
       'net-only': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -229,6 +237,9 @@ async function main(): Promise<void> {
   if (!(Number.isInteger(blkRounds) && blkRounds >= 1 && blkRounds <= 20)) throw new Error(`--blk-rounds must be an integer 1..20, got '${values['blk-rounds']}'`);
   if (!(Number.isInteger(guestSeconds) && guestSeconds >= 1 && guestSeconds <= 120)) throw new Error(`--guest-seconds must be an integer 1..120, got '${values['guest-seconds']}'`);
   const oursWorkers = parseOursWorkers(values['ours-workers']);
+  const ringOpt = values.ring ?? 'both';
+  if (ringOpt !== 'split' && ringOpt !== 'packed' && ringOpt !== 'both') throw new Error(`--ring must be split, packed or both, got '${ringOpt}'`);
+  const rings: RingFormat[] = ringOpt === 'both' ? ['split', 'packed'] : [ringOpt];
   const runBlk = async (): Promise<BlkBenchResults> =>
     runBlkBench({ seconds: blkSeconds, rounds: blkRounds, quick, guest: values.guest ?? false, guestSeconds, oursWorkers, tmpDir: tmpDir!, progress });
 
@@ -278,13 +289,15 @@ async function main(): Promise<void> {
   }
 
   // 1. throughput
+  // split and packed runs of one workload back to back, so that they see the same machine load
   for (const queues of [1, 2])
-    for (const notify of ['eventfd', 'polling'] as const) {
-      const s = await throughputScenario(queues, notify, seconds, cpus);
-      r.throughput.push(s);
-      if (!s.ok) r.errors.push(`${s.name}: ${s.error}`);
-      else if (s.driverErrors) r.errors.push(`${s.name}: ${s.driverErrors} used elements named heads not outstanding`);
-    }
+    for (const notify of ['eventfd', 'polling'] as const)
+      for (const ring of rings) {
+        const s = await throughputScenario(queues, notify, seconds, cpus, ring);
+        r.throughput.push(s);
+        if (!s.ok) r.errors.push(`${s.name}: ${s.error}`);
+        else if (s.driverErrors) r.errors.push(`${s.name}: ${s.driverErrors} used elements named heads not outstanding`);
+      }
 
   // 2. kick-to-call round trip: C, ours, C, ours, ..., C
   progress(`latency: ${rounds} round(s), C ping-pong before and after each`);
