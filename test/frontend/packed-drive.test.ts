@@ -77,6 +77,18 @@ describe('drive --packed', () => {
     });
   }
 
+  it('the reference engine (--engine reference) runs packed rings too (ReferenceSplitEngine hands them to the packed model)', async () => {
+    const be = await spawnBackend(['null', '--queues', '1', '--engine', 'reference']);
+    backends.push(be);
+    const r = await cli(['drive', '--socket-path', be.socketPath, '--device', 'null', '--queues', '1', '--queue-size', '50', '--seconds', '1', '--packed', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout.trim()) as DriveJson;
+    expect(j.packed).toBe(true);
+    expect(j.errors).toBe(0);
+    expect(j.queues[0]!.chains).toBeGreaterThan(0);
+    expect(be.output()).not.toMatch(/needs a reset/);
+  });
+
   it('blk, 2 queues: randwrite then randread on packed rings, every request status OK', async () => {
     const be = await spawnBackend(['blk', '--image', image, '--queues', '2']);
     backends.push(be);
