@@ -418,7 +418,9 @@ export class Session {
     // A ring that resumes on a used ring with completions in it (a restart after a back-end died): the previous
     // back-end may have published used elements and died before writing the call fd, and a driver sleeping on
     // them would never look again. One interrupt, spurious at worst, makes it look.
-    if (r.callFd >= 0 && new DataView(this.memory.memory.buffer).getUint16(queueArea(q) + QS_NEXT_USED, true) !== 0) eventfdSignal(r.callFd);
+    // (a packed ring's start position is index 0 with wrap counter 1)
+    const start = this.packed ? 0x8000 : 0;
+    if (r.callFd >= 0 && new DataView(this.memory.memory.buffer).getUint16(queueArea(q) + QS_NEXT_USED, true) !== start) eventfdSignal(r.callFd);
   }
 
   private onWorkerEvent(e: WorkerEvent): void {
