@@ -55,3 +55,25 @@ describe('packed rings over vhost-user', () => {
     expect(bit(VIRTIO_F_RING_PACKED)).toBe(1n << 34n);
   });
 });
+
+describe('--stats on a packed ring', () => {
+  it('occupancy counts the descriptors made available and not popped, inflight the ring slots popped and not used', async () => {
+    const { Rig, PackedTestRing, QS0 } = await import('../engine/helpers.js');
+    const { readCounters } = await import('../../src/vhost-user/stats.js');
+    const { REGION_TABLE, QF_INDIRECT } = await import('../../src/engine/layout.js');
+    const rig = new Rig();
+    rig.setRegions();
+    const size = 6;
+    const ring = new PackedTestRing(rig, size);
+    rig.e.packedConfigure(QS0, size, QF_INDIRECT, ring.desc, ring.drvEvent, ring.devEvent, REGION_TABLE, 0, 4 | 0x8000, 4 | 0x8000);
+    ring.availPos = 4 | 0x8000;
+    ring.usedPos = 4 | 0x8000;
+    ring.add(0, [{ addr: 0x10_0000n, len: 8 }, { addr: 0x10_0000n, len: 8 }, { addr: 0x10_0000n, len: 8 }]); // slots 4, 5, 0'
+    ring.add(1, [{ addr: 0x10_0000n, len: 8 }]); // slot 1'
+    ring.add(2, [{ addr: 0x10_0000n, len: 8 }]); // slot 2'
+    expect(rig.e.splitPopBatch(QS0, 1)).toBe(1);
+    const [c] = readCounters(rig.memory, [0]);
+    expect(c!.inflight).toBe(3);
+    expect(c!.occupancy).toBe(2);
+  });
+});
