@@ -269,7 +269,16 @@ export function packedPopBatch(qs: u32, maxChains: i32): i32 {
     const token = load<u32>(rec, CH_HEAD);
     const slots = token >>> PACKED_TOKEN_SLOTS_SHIFT;
     // inflight tracking: the token's low half becomes the chain's inflight head entry
-    if (inflight != 0) store<u32>(rec, inflightPackedFetch(qs, inflight, pos, slots), CH_HEAD);
+    if (inflight != 0) {
+      const t = inflightPackedFetch(qs, inflight, pos, slots);
+      if ((t & 0xffff) == 0xffff) {
+        // the region's free list is corrupt (the front-end owns that memory too): stop this ring
+        failed = ERR_HEAD_RANGE;
+        setError(qs, failed, pos & 0x7fff);
+        break;
+      }
+      store<u32>(rec, t, CH_HEAD);
+    }
     segUsed += load<u32>(rec, CH_SEG_COUNT);
     descs += <u64>load<u32>(rec, CH_DESC_COUNT);
     bytes += <u64>load<u32>(rec, CH_READ_LEN);

@@ -220,3 +220,17 @@ describe('packed inflight tracking and recovery', () => {
     expect(r2.rig.e.splitPopHeads(QS0, QS0 + RESUBMIT_OFFSET, 1)).toBeLessThan(0);
   });
 });
+
+describe('packed inflight: a corrupt free list', () => {
+  it('breaks the ring at the fetch instead of handing out a chain that could never complete', () => {
+    const size = 4;
+    const rig = new Rig();
+    rig.setRegions();
+    const ring = new PackedTestRing(rig, size);
+    rig.e.inflightPackedInit(INFLIGHT_AREA, size);
+    rig.e.packedConfigure(QS0, size, QF, ring.desc, ring.drvEvent, ring.devEvent, REGION_TABLE, INFLIGHT_AREA, WRAP, WRAP);
+    rig.w16(INFLIGHT_AREA + 12, 77); // free_head out of range
+    ring.add(0, buf(0));
+    expect(rig.e.splitPopBatch(QS0, 4)).toBeLessThan(0);
+  });
+});
