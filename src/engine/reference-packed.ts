@@ -188,6 +188,8 @@ export class ReferencePackedRing {
   }
 
   popBatch(qs: number, maxChains: number): number {
+    // a queue the wasm engine configured with packed inflight records: this model keeps none, so it refuses to run
+    if ((this.r32(qs + QS_FEATURES) & QF_INFLIGHT) !== 0 && this.r32(qs + QS_ERROR) === 0) this.setError(qs, ERR_TRANSLATE, DETAIL_CONFIG);
     const err = this.r32(qs + QS_ERROR);
     if (err !== 0) return -err;
     const want = Math.min(Math.max(maxChains | 0, 0), CHAIN_CAP);
