@@ -92,7 +92,8 @@ export class Session {
   private backendReqFd = NO_FD;
   private closed = false;
   /** the inflight region (INFLIGHT_SHMFD), once the front-end asked for or handed over one */
-  private inflight: { numQueues: number; queueSize: number; perQueue: number; addr: number } | undefined;
+  /** packed: the region was laid out for packed rings (VIRTIO_F_RING_PACKED acked when it was set up) */
+  private inflight: { numQueues: number; queueSize: number; perQueue: number; addr: number; packed: boolean } | undefined;
 
   constructor(
     readonly device: DeviceModel,
@@ -383,7 +384,7 @@ export class Session {
     if (typeof t === 'string') throw new RequestError(`vring ${q} cannot start: ${t}`);
     let qf = QF_INDIRECT;
     if (hasBit(this.acked, VIRTIO_F_EVENT_IDX)) qf |= QF_EVENT_IDX;
-    const inf = this.inflight && q < this.inflight.numQueues && r.size === this.inflight.queueSize;
+    const inf = this.inflightFor(q, r);
     if (inf) qf |= QF_INFLIGHT;
     const inflightAddr = inf ? this.inflight!.addr + q * this.inflight!.perQueue : 0;
     if (this.packed) {
@@ -437,6 +438,15 @@ export class Session {
   }
 
   // ---- inflight tracking (A.10) ----
+  /**
+   * Whether ring q keeps inflight records: a region exists for it, with its size, laid out for its ring format
+   * (a region set up before VIRTIO_F_RING_PACKED was acked has the split layout: a packed ring does without).
+   */
+  private inflightFor(q: number, r: Ring): boolean {
+    const inf = this.inflight;
+    return !!inf && q < inf.numQueues && r.size === inf.queueSize && inf.packed === this.packed;
+  }
+
   private inflightLayout(numQueues: number, queueSize: number): { perQueue: number; total: number } {
     if (!this.packed && (queueSize & (queueSize - 1)) !== 0) throw new RequestError(`inflight queue size ${queueSize} is not a power of two`);
     if (numQueues > this.rings.length) throw new RequestError(`inflight for ${numQueues} queues, the device has ${this.rings.length}`);
@@ -455,7 +465,7 @@ export class Session {
         if (this.packed) this.engine.inflightPackedInit(addr + q * perQueue, queueSize);
         else this.engine.inflightSplitInit(addr + q * perQueue, queueSize);
       }
-      this.inflight = { numQueues, queueSize, perQueue, addr };
+      this.inflight = { numQueues, queueSize, perQueue, addr, packed: this.packed };
       return { size: total, fd };
     } catch (e) {
       closeQuietly(fd);
@@ -475,7 +485,7 @@ export class Session {
       throw e;
     }
     const addr = this.memory.mapInflight(fd, mmapOffset, mmapSize);
-    this.inflight = { numQueues, queueSize, perQueue, addr };
+    this.inflight = { numQueues, queueSize, perQueue, addr, packed: this.packed };
   }
 
   /**
@@ -483,8 +493,7 @@ export class Session {
    * order it fetched them. last_avail moves past them: every chain popped before is either used or inflight.
    */
   private recoverInflight(q: number, r: Ring): number[] {
-    const inf = this.inflight;
-    if (!inf || q >= inf.numQueues || r.size !== inf.queueSize) return [];
+    if (!this.inflightFor(q, r)) return [];
     const qs = queueArea(q);
     const out = deviceArea(q); // the ring's handler is not running yet: its scratch is free
     // packed: the engine also sets both ring positions from the region (the front-end cannot know them)
