@@ -9,6 +9,8 @@ export {
   splitConfigure, splitPopBatch, splitPopHeads, splitAvailPending, splitPushUsed, splitPublish, splitComplete,
   splitDisableNotify, splitEnableNotify,
 } from './split-ring';
+export { packedConfigure } from './packed-ring';
+export { inflightPackedQueueBytes, inflightPackedInit, inflightPackedRecover } from './inflight-packed';
 export { inflightSplitQueueBytes, inflightSplitInit, inflightSplitRecover } from './inflight-split';
 export {
   drvInit, drvSetupFixedChains, drvSubmit, drvAddChain, drvKickAvail, drvNeedKick, drvReapTo, drvReap,

@@ -52,6 +52,12 @@ export const QS_BYTES: u32 = 512;
 export const QF_EVENT_IDX: u32 = 1 << 0;
 export const QF_INDIRECT: u32 = 1 << 1;
 export const QF_INFLIGHT: u32 = 1 << 3;
+export const QF_PACKED: u32 = 1 << 4;
+export const QF_IN_ORDER: u32 = 1 << 5;
+export const QS_PK_BATCH: u32 = 160;
+export const QS_PK_BATCH_FLAGS: u32 = 162;
+export const QS_PK_INFL_FREE: u32 = 164;
+export const PACKED_TOKEN_SLOTS_SHIFT: u32 = 16;
 
 export const CHAINS_OFFSET: u32 = 0x200;
 export const CHAIN_BYTES: u32 = 32;
@@ -103,6 +109,7 @@ export const ERR_CHAIN_BYTES: u32 = 11;
 export const ERR_INDIRECT_OFF: u32 = 12;
 export const ERR_USED_ID: u32 = 13;
 export const ERR_DEVICE: u32 = 14;
+export const ERR_DESC_FLAGS: u32 = 15;
 
 // ---- driver state (src/engine/layout.ts "driver state" section) ----
 export const QUEUE_SIZE_MAX: u32 = 32768;
@@ -113,6 +120,11 @@ export const VIRTQ_DESC_F_INDIRECT: u32 = 4;
 export const VIRTQ_AVAIL_F_NO_INTERRUPT: u32 = 1;
 export const VIRTQ_USED_F_NO_NOTIFY: u32 = 1;
 export const VIRTQ_DESC_BYTES: u32 = 16;
+export const VIRTQ_DESC_F_AVAIL: u32 = 1 << 7;
+export const VIRTQ_DESC_F_USED: u32 = 1 << 15;
+export const RING_EVENT_FLAGS_ENABLE: u32 = 0;
+export const RING_EVENT_FLAGS_DISABLE: u32 = 1;
+export const RING_EVENT_FLAGS_DESC: u32 = 2;
 
 export const DS_SIZE_FIELD: u32 = 0;
 export const DS_FLAGS: u32 = 4;
@@ -141,6 +153,12 @@ export const DS_BYTES: u32 = DS_FREE_STACK + 2 * QUEUE_SIZE_MAX;
 export const DSF_EVENT_IDX: u32 = 1 << 0;
 export const DSF_FIXED: u32 = 1 << 1;
 export const DSF_INTR_OFF: u32 = 1 << 2;
+export const DSF_PACKED: u32 = 1 << 3;
+export const DRV_INIT_EVENT_IDX: u32 = 1 << 0;
+export const DRV_INIT_PACKED: u32 = 1 << 1;
+export const DS_PK_BUF_ADDR: u32 = 104;
+export const DS_PK_BUF_LEN: u32 = 108;
+export const DS_PK_WRITABLE: u32 = 112;
 
 export const DRV_FIXED_READ: u32 = 0;
 export const DRV_FIXED_WRITE: u32 = 1;
@@ -165,3 +183,27 @@ export const INFL_DESC_BYTES: u32 = 16;
 export const INFLD_INFLIGHT: u32 = 0; // u8
 export const INFLD_NEXT: u32 = 6; // u16
 export const INFLD_COUNTER: u32 = 8; // u64
+
+// ---- packed inflight region (A.10), per queue; engine-internal, mirrored in src/engine/reference-packed.ts ----
+export const PK_RESUB_DESCS_OFFSET: u32 = 0x3_8800;
+export const PK_RESUB_DESCS_CAP: u32 = 1792;
+export const PINFL_HDR_BYTES: u32 = 32;
+export const PINFL_FEATURES: u32 = 0;
+export const PINFL_VERSION: u32 = 8;
+export const PINFL_DESC_NUM: u32 = 10;
+export const PINFL_FREE_HEAD: u32 = 12;
+export const PINFL_OLD_FREE_HEAD: u32 = 14;
+export const PINFL_USED_IDX: u32 = 16;
+export const PINFL_OLD_USED_IDX: u32 = 18;
+export const PINFL_USED_WRAP: u32 = 20;
+export const PINFL_OLD_USED_WRAP: u32 = 21;
+export const PINFL_DESC_BYTES: u32 = 32;
+export const PINFLD_INFLIGHT: u32 = 0;
+export const PINFLD_NEXT: u32 = 2;
+export const PINFLD_LAST: u32 = 4;
+export const PINFLD_NUM: u32 = 6;
+export const PINFLD_COUNTER: u32 = 8;
+export const PINFLD_ID: u32 = 16;
+export const PINFLD_FLAGS: u32 = 18;
+export const PINFLD_LEN: u32 = 20;
+export const PINFLD_ADDR: u32 = 24;

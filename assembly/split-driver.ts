@@ -21,6 +21,19 @@ import {
   VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, QUEUE_SIZE_MAX,
 } from './layout';
 import { needEventInline, fullFence } from './event-idx';
+import { DSF_PACKED, DRV_INIT_EVENT_IDX, DRV_INIT_PACKED } from './layout';
+import {
+  pdrvInit, pdrvSetupFixedChains, pdrvSubmit, pdrvAddChain, pdrvNeedKick, pdrvReapTo, pdrvSetInterrupts,
+  pdrvUsedPending,
+} from './packed-driver';
+
+// A DS block set up with DRV_INIT_PACKED drives a packed ring: each entry point below hands it to
+// packed-driver.ts first thing, so the front-end's workers never know the ring format.
+// @ts-ignore: decorator
+@inline
+function isPacked(ds: u32): bool {
+  return (load<u32>(ds, DS_FLAGS) & DSF_PACKED) != 0;
+}
 
 // @ts-ignore: decorator
 @inline
@@ -40,11 +53,13 @@ function writeDesc(d: u32, addr: u64, len: u32, flags: u32, next: u32): void {
  * Initialise a driver: zero the three rings and the state block, chain all descriptors into the
  * free list. size must be a power of two <= 32768, ds 8-aligned, avail 2- and used 4-aligned
  * (returns -1 otherwise, else 0). gpaOfWasm0 is the delta with gpa = wasm address + delta
- * (mod 2^64). eventIdx != 0: VIRTIO_F_EVENT_IDX negotiated.
+ * (mod 2^64). eventIdx: DRV_INIT_* bits (EVENT_IDX negotiated; PACKED: a packed ring, whose
+ * avail / used are then the driver / device event suppression structures).
  */
 export function drvInit(
   ds: u32, size: u32, descAddr: u32, availAddr: u32, usedAddr: u32, gpaOfWasm0: u64, eventIdx: u32,
 ): i32 {
+  if (eventIdx & DRV_INIT_PACKED) return pdrvInit(ds, size, descAddr, availAddr, usedAddr, gpaOfWasm0, (eventIdx & DRV_INIT_EVENT_IDX) != 0);
   if (size == 0 || size > QUEUE_SIZE_MAX || (size & (size - 1)) != 0) return -1;
   if ((ds & 7) != 0 || (availAddr & 1) != 0 || (usedAddr & 3) != 0) return -1;
   memory.fill(ds, 0, DS_BYTES);
@@ -52,7 +67,7 @@ export function drvInit(
   memory.fill(availAddr, 0, 6 + (size << 1));
   memory.fill(usedAddr, 0, 6 + (size << 3));
   store<u32>(ds, size, DS_SIZE_FIELD);
-  store<u32>(ds, eventIdx != 0 ? DSF_EVENT_IDX : 0, DS_FLAGS);
+  store<u32>(ds, (eventIdx & DRV_INIT_EVENT_IDX) != 0 ? DSF_EVENT_IDX : 0, DS_FLAGS);
   store<u32>(ds, descAddr, DS_DESC);
   store<u32>(ds, availAddr, DS_AVAIL);
   store<u32>(ds, usedAddr, DS_USED);
@@ -70,6 +85,7 @@ export function drvInit(
  * all free; -1 for bad arguments.
  */
 export function drvSetupFixedChains(ds: u32, bufAddr: u32, bufLen: u32, descsPerChain: u32, writable: u32): i32 {
+  if (isPacked(ds)) return pdrvSetupFixedChains(ds, bufAddr, bufLen, descsPerChain, writable);
   const size = load<u32>(ds, DS_SIZE_FIELD);
   if (descsPerChain == 0 || descsPerChain > size || writable > DRV_FIXED_READ_THEN_WRITE) return -1;
   if (<u64>bufAddr + <u64>bufLen * <u64>size > 0x1_0000_0000) return -1;
@@ -101,6 +117,7 @@ export function drvSetupFixedChains(ds: u32, bufAddr: u32, bufLen: u32, descsPer
  * Returns how many (0 in generic mode).
  */
 export function drvSubmit(ds: u32, max: i32): i32 {
+  if (isPacked(ds)) return pdrvSubmit(ds, max);
   if ((load<u32>(ds, DS_FLAGS) & DSF_FIXED) == 0 || max <= 0) return 0;
   let free = load<u32>(ds, DS_FREE_CHAINS);
   let n = <u32>max < free ? <u32>max : free;
@@ -131,6 +148,7 @@ export function drvSubmit(ds: u32, max: i32): i32 {
  * Returns the head, or -1 if there are not enough free descriptors (or nSegs is 0, or fixed mode).
  */
 export function drvAddChain(ds: u32, segsAddr: u32, nSegs: u32): i32 {
+  if (isPacked(ds)) return pdrvAddChain(ds, segsAddr, nSegs);
   if ((load<u32>(ds, DS_FLAGS) & DSF_FIXED) != 0 || nSegs == 0) return -1;
   const numFree = load<u32>(ds, DS_NUM_FREE);
   if (nSegs > numFree) return -1;
@@ -163,6 +181,7 @@ export function drvAddChain(ds: u32, segsAddr: u32, nSegs: u32): i32 {
 
 /** Generic mode: publish the chains added so far (one release store of avail.idx). */
 export function drvKickAvail(ds: u32): void {
+  if (isPacked(ds)) return; // packed: drvAddChain made the chain available already
   atomic.store<u16>(load<u32>(ds, DS_AVAIL), load<u16>(ds, DS_AVAIL_IDX), 2);
 }
 
@@ -171,6 +190,7 @@ export function drvKickAvail(ds: u32): void {
  * EVENT_IDX need_event(avail_event, new, old), else !(used.flags & NO_NOTIFY). 0 when nothing new.
  */
 export function drvNeedKick(ds: u32): i32 {
+  if (isPacked(ds)) return pdrvNeedKick(ds);
   fullFence(ds + DS_FLAGS); // avail.idx store before the avail_event / used.flags load
   const newIdx = <u32>load<u16>(ds, DS_AVAIL_IDX);
   const old = <u32>load<u16>(ds, DS_KICK_AVAIL);
@@ -200,6 +220,7 @@ export function drvNeedKick(ds: u32): i32 {
  * of valid elements reaped.
  */
 export function drvReapTo(ds: u32, outAddr: u32, max: i32): i32 {
+  if (isPacked(ds)) return pdrvReapTo(ds, outAddr, max);
   if (max <= 0) return 0;
   const size = load<u32>(ds, DS_SIZE_FIELD);
   const mask = size - 1;
@@ -272,6 +293,7 @@ export function drvReap(ds: u32, max: i32): i32 {
  * used elements already pending (reap them before sleeping, or a completion is missed); else 0.
  */
 export function drvSetInterrupts(ds: u32, on: u32): i32 {
+  if (isPacked(ds)) return pdrvSetInterrupts(ds, on);
   const flags = load<u32>(ds, DS_FLAGS);
   const size = load<u32>(ds, DS_SIZE_FIELD);
   const avail = load<u32>(ds, DS_AVAIL);
@@ -290,5 +312,6 @@ export function drvSetInterrupts(ds: u32, on: u32): i32 {
 
 /** Used elements published by the device and not reaped yet (acquire load of used.idx). */
 export function drvUsedPending(ds: u32): i32 {
+  if (isPacked(ds)) return pdrvUsedPending(ds);
   return <i32>((<u32>atomic.load<u16>(load<u32>(ds, DS_USED), 2) - <u32>load<u16>(ds, DS_LAST_USED)) & 0xffff);
 }

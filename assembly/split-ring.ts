@@ -8,6 +8,9 @@
 //   row 3: a full fence between publishing used.idx and reading used_event / avail.flags
 //   row 4: a full fence between re-enabling kicks and re-reading avail.idx
 // (fullFence in event-idx.ts: an idempotent atomic RMW, because asc 0.28.20 cannot emit atomic.fence)
+//
+// These entry points are the engine's one ring API: a queue set up by packedConfigure (QF_PACKED)
+// is handed to packed-ring.ts by the first line of each, so callers never know the ring format.
 
 import {
   QS_SIZE_FIELD, QS_FEATURES, QS_DESC, QS_AVAIL, QS_USED, QS_REGIONS, QS_INFLIGHT, QS_ERROR, QS_LAST_AVAIL,
@@ -16,7 +19,6 @@ import {
   QS_STAT_BYTES_WRITTEN, QF_EVENT_IDX, QF_INFLIGHT,
   CHAINS_OFFSET, CHAIN_BYTES, CHAIN_CAP, CH_HEAD, CH_SEG_START, CH_SEG_COUNT, CH_READ_LEN, CH_WRITE_LEN,
   CH_USED_LEN, SEGS_OFFSET, SEG_BYTES, SEG_CAP, SEG_ADDR, SEG_LEN, SEG_FLAGS, SEG_F_WRITE,
-  REGION_GPA, REGION_SIZE, REGION_WASM,
   ERR_AVAIL_IDX, ERR_HEAD_RANGE, ERR_NEXT_RANGE, ERR_CHAIN_LOOP, ERR_TRANSLATE, ERR_INDIRECT_LEN,
   ERR_INDIRECT_NESTED, ERR_WRITE_ORDER, ERR_INDIRECT_NEXT, ERR_SEGMENTS, ERR_CHAIN_BYTES, ERR_USED_ID,
   VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_INDIRECT, VIRTQ_AVAIL_F_NO_INTERRUPT,
@@ -24,7 +26,12 @@ import {
   INFL_HDR_BYTES, INFL_LAST_BATCH_HEAD, INFL_USED_IDX, INFLD_INFLIGHT, INFLD_NEXT, INFLD_COUNTER,
 } from './layout';
 import { needEventInline, fullFence } from './event-idx';
-import { findGpaRegion, translateGpa } from './region-table';
+import { translateGpa } from './region-table';
+import { appendSegments, SEGS_UNMAPPED } from './segments';
+import {
+  isPacked, packedPopBatch, packedPopHeads, packedAvailPending, packedPushUsed, packedPublish, packedComplete,
+  packedDisableNotify, packedEnableNotify,
+} from './packed-ring';
 
 /** walkChain result: the chain does not fit into the segments left in this batch. */
 const WALK_NO_FIT: u32 = 0x100;
@@ -138,27 +145,8 @@ function walkChain(qs: u32, head: u32, rec: u32, segBase: u32): u32 {
         readLen += <u64>len;
         if (readLen > BYTES_MAX) return ERR_CHAIN_BYTES;
       }
-      let gpa = addr;
-      let rem = <u64>len;
-      if (gpa + rem < gpa) return ERR_TRANSLATE; // wraps 2^64
-      const segFlags: u32 = write ? SEG_F_WRITE : 0;
-      // piecewise: a buffer may span GPA-adjacent regions mapped at unrelated wasm addresses
-      do {
-        const e = findGpaRegion(regions, gpa);
-        if (e == 0) return ERR_TRANSLATE;
-        const off = gpa - load<u64>(e, REGION_GPA);
-        const room = load<u64>(e, REGION_SIZE) - off;
-        const take = rem < room ? rem : room;
-        if (seg < SEG_CAP) {
-          const s = segs + seg * SEG_BYTES;
-          store<u32>(s, <u32>(load<u64>(e, REGION_WASM) + off), SEG_ADDR);
-          store<u32>(s, <u32>take, SEG_LEN);
-          store<u32>(s, segFlags, SEG_FLAGS);
-        }
-        seg++;
-        gpa += take;
-        rem -= take;
-      } while (rem != 0);
+      seg = appendSegments(regions, segs, seg, addr, len, write ? SEG_F_WRITE : 0);
+      if (seg == SEGS_UNMAPPED) return ERR_TRANSLATE;
     }
 
     if ((flags & VIRTQ_DESC_F_NEXT) == 0) break;
@@ -195,6 +183,7 @@ function clampChains(maxChains: i32): u32 {
  * ERR_SEGMENTS. QS_ERROR_DETAIL is the offending head (for ERR_AVAIL_IDX: the avail.idx seen).
  */
 export function splitPopBatch(qs: u32, maxChains: i32): i32 {
+  if (isPacked(qs)) return packedPopBatch(qs, maxChains);
   const err = load<u32>(qs, QS_ERROR);
   if (err != 0) return -<i32>err;
   const size = load<u32>(qs, QS_SIZE_FIELD);
@@ -221,6 +210,7 @@ export function splitPopBatch(qs: u32, maxChains: i32): i32 {
  * passes the rest again) or -ERR.
  */
 export function splitPopHeads(qs: u32, headsAddr: u32, count: i32): i32 {
+  if (isPacked(qs)) return packedPopHeads(qs, headsAddr, count);
   const err = load<u32>(qs, QS_ERROR);
   if (err != 0) return -<i32>err;
   return collectChains(qs, clampChains(count), headsAddr, 0);
@@ -287,6 +277,7 @@ function collectChains(qs: u32, want: u32, headsAddr: u32, lastAvail: u32): i32 
 
 /** Number of chains the driver has made available and we have not popped; -ERR when broken. */
 export function splitAvailPending(qs: u32): i32 {
+  if (isPacked(qs)) return packedAvailPending(qs);
   const err = load<u32>(qs, QS_ERROR);
   if (err != 0) return -<i32>err;
   const size = load<u32>(qs, QS_SIZE_FIELD);
@@ -323,6 +314,7 @@ function inflightOf(qs: u32): u32 {
 
 /** Out-of-order completion: queue a used element (head, len). 0, or -ERR_USED_ID if head >= N. */
 export function splitPushUsed(qs: u32, head: u32, len: u32): i32 {
+  if (isPacked(qs)) return packedPushUsed(qs, head, len);
   const size = load<u32>(qs, QS_SIZE_FIELD);
   if (head >= size) return -<i32>ERR_USED_ID;
   const nextUsed = <u32>load<u16>(qs, QS_NEXT_USED);
@@ -338,6 +330,7 @@ export function splitPushUsed(qs: u32, head: u32, len: u32): i32 {
  * inflight bookkeeping (A.10), then the notification decision (B.4). Returns 1 to notify the driver.
  */
 export function splitPublish(qs: u32): i32 {
+  if (isPacked(qs)) return packedPublish(qs);
   const pending = load<u32>(qs, QS_PENDING);
   if (pending == 0) return 0;
   const size = load<u32>(qs, QS_SIZE_FIELD);
@@ -385,6 +378,7 @@ export function splitPublish(qs: u32): i32 {
  * Returns the notification decision.
  */
 export function splitComplete(qs: u32, n: i32): i32 {
+  if (isPacked(qs)) return packedComplete(qs, n);
   const cnt = clampChains(n);
   if (cnt != 0) {
     const size = load<u32>(qs, QS_SIZE_FIELD);
@@ -416,6 +410,7 @@ export function splitComplete(qs: u32, n: i32): i32 {
 
 /** Suppress kicks: without EVENT_IDX set used.flags NO_NOTIFY; with EVENT_IDX nothing to do. */
 export function splitDisableNotify(qs: u32): void {
+  if (isPacked(qs)) return packedDisableNotify(qs);
   if (load<u32>(qs, QS_FEATURES) & QF_EVENT_IDX) return;
   const used = load<u32>(qs, QS_USED);
   atomic.store<u16>(used, atomic.load<u16>(used) | <u16>VIRTQ_USED_F_NO_NOTIFY);
@@ -427,6 +422,7 @@ export function splitDisableNotify(qs: u32): void {
  * them), else 0.
  */
 export function splitEnableNotify(qs: u32): i32 {
+  if (isPacked(qs)) return packedEnableNotify(qs);
   const size = load<u32>(qs, QS_SIZE_FIELD);
   const used = load<u32>(qs, QS_USED);
   const lastAvail = load<u16>(qs, QS_LAST_AVAIL);

@@ -107,6 +107,8 @@ export interface LabOptions {
   seconds: number;
   /** engine modules (paths) to sweep beside the shipped ones */
   extraEngines?: readonly string[];
+  /** ring formats the shipped engines are swept on (default both) */
+  rings?: readonly RingFormat[];
   /** a step of the progress bar */
   step: (label: string) => void;
   done: () => void;
@@ -133,6 +135,8 @@ export interface NullDrive {
   seconds: number;
   notify?: 'always' | 'event-idx' | 'adaptive';
   pollUs?: number;
+  /** packed virtqueues (VIRTIO_F_RING_PACKED) instead of split */
+  packed?: boolean;
 }
 
 /** One null back-end process for one drive(): spawn, drive, SIGTERM. */
@@ -154,6 +158,7 @@ export async function driveNull(tmpDir: string, name: string, bopts: Omit<Backen
         bufLen: 64,
         notify: d.notify,
         pollUs: d.pollUs,
+        packed: d.packed ?? false,
       }),
       (d.seconds * 3 + 20) * 1000,
       name,
@@ -168,33 +173,47 @@ export async function driveNull(tmpDir: string, name: string, bopts: Omit<Backen
   }
 }
 
-function policyRun(tmpDir: string, name: string, policy: string, queues: number, batch: number, engine: string | undefined, seconds: number) {
+export type RingFormat = 'split' | 'packed';
+
+/** A sweep label names the engine and, for packed rings, carries this suffix: 'wasm', 'wasm+packed'. */
+const PACKED_SUFFIX = '+packed';
+
+function policyRun(tmpDir: string, name: string, policy: string, queues: number, batch: number, label: string | undefined, seconds: number) {
   const p = LAB_POLICIES[policy]!;
+  const packed = label?.endsWith(PACKED_SUFFIX) ?? false;
+  const engine = packed ? label!.slice(0, -PACKED_SUFFIX.length) : label;
   return driveNull(tmpDir, name, { queues, pollUs: p.pollUs, batch, engine, notify: p.notify }, {
     mode: 'throughput',
     polling: false,
     seconds,
     notify: p.driverNotify,
     pollUs: p.driverPollUs,
+    packed,
   });
 }
 
-export function sweepPlan(quick: boolean, extraEngines: readonly string[] = []): { engines: string[]; policies: string[]; batches: number[] } {
+export function sweepPlan(
+  quick: boolean,
+  extraEngines: readonly string[] = [],
+  rings: readonly RingFormat[] = ['split', 'packed'],
+): { engines: string[]; policies: string[]; batches: number[] } {
+  // every shipped engine (one added to the registry shows up here with no change) on each ring format, then engine
+  // modules named with --engine (split only: a module need not implement packed rings)
+  const shipped = Object.keys(ENGINES).flatMap((e) => rings.map((r) => (r === 'packed' ? `${e}${PACKED_SUFFIX}` : e)));
   return {
-    // every shipped engine (one added to the registry shows up here with no change), then engine modules named with --engine
-    engines: [...Object.keys(ENGINES), ...extraEngines],
+    engines: [...shipped, ...extraEngines],
     policies: Object.keys(LAB_POLICIES),
     batches: quick ? [4, 128] : [1, 4, 16, 64, 256],
   };
 }
 
-export function sweepSteps(quick: boolean, extraEngines: readonly string[] = []): number {
-  const p = sweepPlan(quick, extraEngines);
+export function sweepSteps(quick: boolean, extraEngines: readonly string[] = [], rings?: readonly RingFormat[]): number {
+  const p = sweepPlan(quick, extraEngines, rings);
   return p.engines.length * p.policies.length * p.batches.length;
 }
 
 export async function runSweep(o: LabOptions): Promise<LabSweep> {
-  const plan = sweepPlan(o.quick, o.extraEngines);
+  const plan = sweepPlan(o.quick, o.extraEngines, o.rings);
   const seconds = o.quick ? Math.min(o.seconds, 0.5) : Math.min(o.seconds, 1);
   const r: LabSweep = {
     queueSize: QUEUE_SIZE,

@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { killAllBackends, refuseNewBackends } from './backend.js';
 import { blkCleanup, blkDefaults, formatBlkResults, parseOursWorkers, refuseNewBlkProcs, runBlkBench, writeBlkResults, type BlkBenchResults } from './blk.js';
 import { buildPingPong, runPingPong } from './c-baseline.js';
-import { driveNull, QUEUE_SIZE, runScaling, runSweep, scalingPlan, scalingSteps, sweepSteps } from './lab.js';
+import { driveNull, QUEUE_SIZE, type RingFormat, runScaling, runSweep, scalingPlan, scalingSteps, sweepSteps } from './lab.js';
 import { formatNetResults, netCleanup, netDefaults, refuseNewNetProcs, runNetBench, writeNetResults, type NetBenchResults } from './net.js';
 import { resultsRoot } from './paths.js';
 import { Progress } from './progress.js';
@@ -36,6 +36,7 @@ const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rou
   --json        print the results JSON on stdout instead of the summary (progress goes to stderr)
   --no-lab      skip the engine/policy sweep and the scaling runs
   --engine PATH also sweep this engine module (createEngine, see README "Adding an engine"); repeatable
+  --ring R      the virtqueue formats the shipped engines are swept on: split, packed or both (default both)
   --no-blk      skip the blk comparison (ours vs qemu-storage-daemon)
   --blk-only    run only the blk comparison
   --blk-seconds S, --blk-rounds N
@@ -125,6 +126,7 @@ async function main(): Promise<void> {
       'net-only': { type: 'boolean' },
       'no-lab': { type: 'boolean' },
       engine: { type: 'string', multiple: true },
+      ring: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -165,12 +167,16 @@ async function main(): Promise<void> {
     if (!fs.existsSync(e)) throw new Error(`--engine ${e}: no such file`);
     return path.resolve(e);
   });
-  bar = new Progress((lab ? sweepSteps(quick, extraEngines) + scalingSteps(quick) : 0) + latencySteps + (withBlk ? 1 : 0) + (withNet ? 1 : 0));
+  const ringArg = values.ring ?? 'both';
+  if (!['split', 'packed', 'both'].includes(ringArg)) throw new Error(`--ring must be split, packed or both, got '${ringArg}'`);
+  const rings: RingFormat[] = ringArg === 'both' ? ['split', 'packed'] : [ringArg as RingFormat];
+  bar = new Progress((lab ? sweepSteps(quick, extraEngines, rings) + scalingSteps(quick) : 0) + latencySteps + (withBlk ? 1 : 0) + (withNet ? 1 : 0));
   const labOpts = {
     tmpDir: '',
     quick,
     seconds,
     extraEngines,
+    rings,
     step: (l: string) => bar!.step(l),
     done: () => bar!.tick(),
     log: progress,

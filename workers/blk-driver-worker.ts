@@ -6,7 +6,7 @@
  * while completions keep coming, on (with EVENT_IDX: used_event) and a sleep on the call eventfd only when
  * nothing is used. Everything the loop touches is allocated before it starts.
  */
-import { instantiateEngine } from '../src/engine/engine.js';
+import { drvInitFlags, instantiateEngine } from '../src/engine/engine.js';
 import { DRV_SEG_ADDR, DRV_SEG_BYTES, DRV_SEG_F_WRITE, DRV_SEG_FLAGS, DRV_SEG_LEN, DS_ERRORS, DS_STAT_KICKS } from '../src/engine/layout.js';
 import { eventfdDrain, eventfdSignal, POLLIN, pollFds } from '../src/sys/syscalls.js';
 import type { BlkDriverTask, BlkLatency, BlkQueueResult } from '../src/frontend/blk-load.js';
@@ -30,7 +30,7 @@ function histValue(b: number): number {
 
 export default function runBlkDriver(t: BlkDriverTask): BlkQueueResult {
   const e = instantiateEngine(t.module, t.memory);
-  if (e.drvInit(t.ds, t.size, t.desc, t.avail, t.used, t.gpaDelta, t.eventIdx ? 1 : 0) !== 0) throw new Error('drvInit refused the ring');
+  if (e.drvInit(t.ds, t.size, t.desc, t.avail, t.used, t.gpaDelta, drvInitFlags(t.eventIdx, t.packed)) !== 0) throw new Error('drvInit refused the ring');
   const D = t.iodepth;
   const bs = t.bs;
   const spb = bs / 512; // sectors per block

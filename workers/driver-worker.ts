@@ -3,7 +3,7 @@
  * fixed chains for `seconds`, kicking and sleeping on the call eventfd as a guest driver would (or spinning
  * on the used ring in polling mode), and reports what it saw.
  */
-import { instantiateEngine } from '../src/engine/engine.js';
+import { drvInitFlags, instantiateEngine } from '../src/engine/engine.js';
 import { DS_ERRORS, DS_STAT_KICKS, DS_STAT_USED_BYTES } from '../src/engine/layout.js';
 import { eventfdDrain, eventfdSignal, POLLIN, pollFds, schedYield } from '../src/sys/syscalls.js';
 import type { DriverResult, DriverTask, LatencySummary } from '../src/frontend/driver-protocol.js';
@@ -15,7 +15,7 @@ function percentile(sorted: Float64Array, p: number): number {
 
 export default function runDriver(t: DriverTask): DriverResult {
   const e = instantiateEngine(t.module, t.memory);
-  if (e.drvInit(t.ds, t.size, t.desc, t.avail, t.used, t.gpaDelta, t.eventIdx ? 1 : 0) !== 0) throw new Error('drvInit refused the ring');
+  if (e.drvInit(t.ds, t.size, t.desc, t.avail, t.used, t.gpaDelta, drvInitFlags(t.eventIdx, t.packed)) !== 0) throw new Error('drvInit refused the ring');
   const chains = e.drvSetupFixedChains(t.ds, t.buffers, t.bufLen, t.descsPerChain, t.writable);
   if (chains <= 0) throw new Error('drvSetupFixedChains failed');
   const pfd = Buffer.alloc(8);

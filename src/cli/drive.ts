@@ -23,6 +23,8 @@ export interface DriveOptions {
   pollUs?: number;
   /** most chains made available per submit (0 = as many as are free) */
   batch?: number;
+  /** packed virtqueues (VIRTIO_F_RING_PACKED) */
+  packed?: boolean;
 }
 
 export interface DriveReport {
@@ -31,6 +33,7 @@ export interface DriveReport {
   polling: boolean;
   eventIdx: boolean;
   notify: string;
+  packed: boolean;
   queueCount: number;
   queueSize: number;
   seconds: number;
@@ -44,7 +47,7 @@ export interface DriveReport {
 
 /** Connect, run the drivers, stop the rings, disconnect. */
 export async function drive(o: DriveOptions): Promise<DriveReport> {
-  const fe = await Frontend.connect({ socketPath: o.socketPath, queues: o.queues, queueSize: o.queueSize, eventIdx: o.eventIdx });
+  const fe = await Frontend.connect({ socketPath: o.socketPath, queues: o.queues, queueSize: o.queueSize, eventIdx: o.eventIdx, packed: o.packed });
   try {
     const results = await fe.run({
       mode: o.mode,
@@ -67,6 +70,7 @@ export async function drive(o: DriveOptions): Promise<DriveReport> {
       polling: o.polling,
       eventIdx: fe.eventIdx,
       notify: o.notify ?? 'event-idx',
+      packed: fe.packed,
       queueCount: o.queues,
       queueSize: o.queueSize,
       seconds: Math.max(...results.map((r) => r.seconds)),
@@ -91,6 +95,7 @@ export interface DriveBlkOptions {
   polling?: boolean;
   queueSize?: number;
   eventIdx?: boolean;
+  packed?: boolean;
 }
 
 /**
@@ -111,7 +116,7 @@ export function formatReport(r: DriveReport): string {
     );
   });
   return [
-    `${r.device} ${r.mode}${r.polling ? ' (polling)' : ''}, ${r.queueCount} queue(s) of ${r.queueSize}, event_idx ${r.eventIdx ? 'on' : 'off'}, kicks ${r.notify}, ${r.seconds.toFixed(1)} s`,
+    `${r.device} ${r.mode}${r.polling ? ' (polling)' : ''}, ${r.queueCount} queue(s) of ${r.queueSize}, event_idx ${r.eventIdx ? 'on' : 'off'}${r.packed ? ', packed' : ''}, kicks ${r.notify}, ${r.seconds.toFixed(1)} s`,
     ...lines,
     `  total: ${(r.chainsPerSec / 1e6).toFixed(3)} M chains/s${r.errors ? `  ERRORS ${r.errors}` : ''}`,
   ].join('\n');
@@ -119,12 +124,12 @@ export function formatReport(r: DriveReport): string {
 
 export const DRIVE_USAGE = `usage:
   vhost-wasm drive --socket-path P --device rng|null [--queues N] [--seconds S] [--json]
-                   [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--buf-len N] [--no-event-idx]
+                   [--mode throughput|latency] [--polling] [--queue-size N] [--desc-per-chain N] [--buf-len N] [--no-event-idx] [--packed]
                    [--notify always|event-idx|adaptive] [--poll-us N] [--batch N]
                    (--notify: when the driver kicks: after every submit, when the device asks (default), or when it
                     asks after spinning --poll-us (default 50) on the used ring first; --batch: most chains per submit)
   vhost-wasm drive --socket-path P --device blk [--queues N] [--iodepth D] [--bs B] [--rw randread|randwrite]
-                   [--seconds S] [--json] [--polling] [--queue-size N] [--no-event-idx]
+                   [--seconds S] [--json] [--polling] [--queue-size N] [--no-event-idx] [--packed]
                    (any vhost-user-blk back-end; defaults: iodepth 32 per queue, bs 4096, randread)
 `;
 
@@ -147,6 +152,7 @@ export async function runDrive(args: string[]): Promise<void> {
       notify: { type: 'string' },
       'poll-us': { type: 'string' },
       batch: { type: 'string' },
+      packed: { type: 'boolean' },
       iodepth: { type: 'string' },
       bs: { type: 'string' },
       rw: { type: 'string' },
@@ -177,6 +183,7 @@ export async function runDrive(args: string[]): Promise<void> {
       polling: values.polling ?? false,
       queueSize: values['queue-size'] === undefined ? undefined : intOption('queue-size', values['queue-size'], 256, 1, 32768),
       eventIdx: !values['no-event-idx'],
+      packed: values.packed ?? false,
     });
     process.stdout.write((values.json ? JSON.stringify(report) : formatBlkReport(report)) + '\n');
     return;
@@ -202,6 +209,7 @@ export async function runDrive(args: string[]): Promise<void> {
     notify,
     pollUs: intOption('poll-us', values['poll-us'], 50, 0, 10_000_000),
     batch: intOption('batch', values.batch, 0, 0, 32768),
+    packed: values.packed ?? false,
   });
   process.stdout.write((values.json ? JSON.stringify(report) : formatReport(report)) + '\n');
 }

@@ -13,6 +13,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { builtPath } from '../runtime/package-root.js';
+import { DRV_INIT_EVENT_IDX, DRV_INIT_PACKED } from './layout.js';
 
 /** Device side of a split ring (assembly/split-ring.ts, region-table.ts, event-idx.ts, inflight-split.ts). */
 export interface SplitEngineApi {
@@ -52,6 +53,32 @@ export interface SplitEngineApi {
   inflightSplitRecover(qs: number, outAddr: number): number;
 }
 
+/**
+ * Packed rings (assembly/packed-ring.ts, inflight-packed.ts). Only set-up and recovery are packed-specific: a
+ * queue configured here is driven through the SplitEngineApi entry points, which dispatch on the ring format.
+ * Positions are `index | wrap << 15` (the vhost-user vring base encoding); a chain record's CH_HEAD is a token
+ * (buffer id, or the inflight head entry, | ring slots << 16) to hand back to splitPushUsed unchanged.
+ */
+export interface PackedEngineApi {
+  /**
+   * Configure queue area `qs` as a packed ring: descriptor ring, driver and device event suppression
+   * structures (wasm addresses), next avail and next used positions. Bad size (0 or > 32768), alignment or
+   * positions leave the queue broken with ERR_TRANSLATE and QS_ERROR_DETAIL 0xffffffff.
+   */
+  packedConfigure(
+    qs: number, size: number, features: number, descAddr: number, drvEventAddr: number, devEventAddr: number,
+    regionTable: number, inflightAddr: number, lastAvail: number, nextUsed: number,
+  ): void;
+  /** align64(32 * queueSize + 32). */
+  inflightPackedQueueBytes(queueSize: number): number;
+  inflightPackedInit(addr: number, queueSize: number): void;
+  /**
+   * Repair the last batch, write the in-flight head entries (u16, by counter) at outAddr, set the queue's next
+   * used / next avail positions from the region; their count.
+   */
+  inflightPackedRecover(qs: number, outAddr: number): number;
+}
+
 /** Guest/driver side of a split ring (assembly/split-driver.ts); `ds` is a DS_* block. */
 export interface SplitDriverApi {
   /** 0, or -1 for a bad size / ring alignment. gpa = wasm address + gpaOfWasm0 (mod 2^64). */
@@ -79,7 +106,7 @@ export interface SplitDriverApi {
   drvUsedPending(ds: number): number;
 }
 
-export interface EngineExports extends SplitEngineApi, SplitDriverApi {
+export interface EngineExports extends SplitEngineApi, PackedEngineApi, SplitDriverApi {
   /** The memory the instance runs on (the one passed to instantiateEngine). */
   readonly memory: WebAssembly.Memory;
   /** The engine's copy of the layout constants (assembly/layout.ts), by name: checked against ./layout.ts. */
@@ -90,9 +117,15 @@ const FUNCTION_EXPORTS = [
   'needEvent', 'translateGpa', 'translateUva', 'splitConfigure', 'splitPopBatch', 'splitPopHeads',
   'splitAvailPending', 'splitPushUsed', 'splitPublish', 'splitComplete', 'splitDisableNotify',
   'splitEnableNotify', 'inflightSplitQueueBytes', 'inflightSplitInit', 'inflightSplitRecover',
+  'packedConfigure', 'inflightPackedQueueBytes', 'inflightPackedInit', 'inflightPackedRecover',
   'drvInit', 'drvSetupFixedChains', 'drvSubmit', 'drvAddChain', 'drvKickAvail', 'drvNeedKick', 'drvReapTo',
   'drvReap', 'drvSetInterrupts', 'drvUsedPending',
-] as const satisfies readonly (keyof SplitEngineApi | keyof SplitDriverApi)[];
+] as const satisfies readonly (keyof SplitEngineApi | keyof PackedEngineApi | keyof SplitDriverApi)[];
+
+/** drvInit's last argument for the negotiated features. */
+export function drvInitFlags(eventIdx: boolean, packed = false): number {
+  return (eventIdx ? DRV_INIT_EVENT_IDX : 0) | (packed ? DRV_INIT_PACKED : 0);
+}
 
 /** Default location of the built engine: <package root>/build/out/engine.wasm. */
 export function defaultEnginePath(): string {
@@ -132,11 +165,13 @@ export function instantiateEngine(module: WebAssembly.Module, memory: WebAssembl
   const tGpa = fns.translateGpa as (t: number, a: bigint, l: bigint) => number;
   const tUva = fns.translateUva as (t: number, a: bigint, l: bigint) => number;
   const qBytes = fns.inflightSplitQueueBytes as (n: number) => number;
+  const pqBytes = fns.inflightPackedQueueBytes as (n: number) => number;
   return {
     ...(fns as unknown as Omit<EngineExports, 'memory' | 'abi'>),
     translateGpa: (t, a, l) => tGpa(t, a, l) >>> 0,
     translateUva: (t, a, l) => tUva(t, a, l) >>> 0,
     inflightSplitQueueBytes: (n) => qBytes(n) >>> 0,
+    inflightPackedQueueBytes: (n) => pqBytes(n) >>> 0,
     memory,
     abi: Object.freeze(abi),
   };

@@ -64,6 +64,18 @@ export const QS_BYTES = 512;
 export const QF_EVENT_IDX = 1 << 0;
 export const QF_INDIRECT = 1 << 1;
 export const QF_INFLIGHT = 1 << 3;
+export const QF_PACKED = 1 << 4; // packed ring (B.2): set by packedConfigure; every engine entry point dispatches on it
+export const QF_IN_ORDER = 1 << 5; // VIRTIO_F_IN_ORDER: packed complete() writes one used descriptor per run
+
+// packed-ring queue state (B.2). QS_LAST_AVAIL / QS_NEXT_USED / QS_SIGNALLED_USED then hold a ring
+// position as `index | wrap << 15` (the vhost-user SET_VRING_BASE encoding), QS_AVAIL / QS_USED the
+// driver / device event suppression structures, and CH_HEAD a packed token (PACKED_TOKEN_*).
+export const QS_PK_BATCH = 160; // u16 position of the first used descriptor not yet published
+export const QS_PK_BATCH_FLAGS = 162; // u16 the flags it gets when the batch is published (written last, B.5 row 6)
+export const QS_PK_INFL_FREE = 164; // u16 packed inflight: entry the next fetched chain starts at (shadow free_head)
+// a packed chain token (CH_HEAD, pushUsed's head): buffer id | ring slots the chain took << 16;
+// with packed inflight tracking the low half is the chain's inflight head entry instead of the id
+export const PACKED_TOKEN_SLOTS_SHIFT = 16;
 
 // chain records: one per popped chain, CHAIN_CAP per queue
 export const CHAINS_OFFSET = 0x200; // from the queue area start
@@ -117,6 +129,7 @@ export const ERR_CHAIN_BYTES = 11; // chain longer than 2^32 - 1 bytes
 export const ERR_INDIRECT_OFF = 12; // indirect descriptor used without VIRTIO_F_INDIRECT_DESC... reserved, not raised
 export const ERR_USED_ID = 13; // pushUsed with an id that is not a popped head
 export const ERR_DEVICE = 14; // the device failed on a chain (raised by the worker, never by the engine)
+export const ERR_DESC_FLAGS = 15; // packed: a chain continues into a slot the driver has not made available
 
 export const ERROR_NAMES: Record<number, string> = {
   [ERR_AVAIL_IDX]: 'avail index moved more than the queue size',
@@ -133,6 +146,7 @@ export const ERROR_NAMES: Record<number, string> = {
   [ERR_INDIRECT_OFF]: 'indirect descriptor without VIRTIO_F_INDIRECT_DESC',
   [ERR_USED_ID]: 'used id is not an outstanding head',
   [ERR_DEVICE]: 'the device failed on a chain',
+  [ERR_DESC_FLAGS]: 'packed chain runs into a descriptor that is not available',
 };
 
 export function queueArea(q: number): number {
@@ -158,6 +172,12 @@ export const VIRTQ_DESC_F_INDIRECT = 4;
 export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
 export const VIRTQ_USED_F_NO_NOTIFY = 1;
 export const VIRTQ_DESC_BYTES = 16;
+// packed-ring format (B.2)
+export const VIRTQ_DESC_F_AVAIL = 1 << 7;
+export const VIRTQ_DESC_F_USED = 1 << 15;
+export const RING_EVENT_FLAGS_ENABLE = 0;
+export const RING_EVENT_FLAGS_DISABLE = 1;
+export const RING_EVENT_FLAGS_DESC = 2;
 
 export const DS_SIZE_FIELD = 0; // u32 queue size N
 export const DS_FLAGS = 4; // u32 DSF_* bits
@@ -186,6 +206,17 @@ export const DS_BYTES = DS_FREE_STACK + 2 * QUEUE_SIZE_MAX; // 0x20100, fits in 
 export const DSF_EVENT_IDX = 1 << 0; // VIRTIO_F_EVENT_IDX negotiated
 export const DSF_FIXED = 1 << 1; // fixed-chain (benchmark) mode set up by drvSetupFixedChains
 export const DSF_INTR_OFF = 1 << 2; // drvSetInterrupts(ds, 0) in effect
+export const DSF_PACKED = 1 << 3; // packed ring (assembly/packed-driver.ts): drvInit flags bit DRV_INIT_PACKED
+
+// drvInit's last argument: bits
+export const DRV_INIT_EVENT_IDX = 1 << 0;
+export const DRV_INIT_PACKED = 1 << 1; // avail / used are then the driver / device event suppression structures
+// packed driver state, in the spare words of the DS block; DS_AVAIL_IDX / DS_LAST_USED / DS_KICK_AVAIL then
+// hold positions (index | wrap << 15), DS_CHAIN_LEN the ring slots of each outstanding buffer id, DS_FREE_STACK
+// (DS_FREE_CHAINS of them) the free buffer ids in both modes, DS_NUM_FREE the free ring slots
+export const DS_PK_BUF_ADDR = 104; // u32 fixed-chain mode: buffer area (chain c, descriptor j at + (c * dpc + j) * len)
+export const DS_PK_BUF_LEN = 108; // u32 fixed-chain mode: bytes per descriptor
+export const DS_PK_WRITABLE = 112; // u32 fixed-chain mode: DRV_FIXED_*
 
 // drvSetupFixedChains `writable` modes
 export const DRV_FIXED_READ = 0; // every descriptor device-readable
@@ -201,3 +232,29 @@ export const DRV_SEG_F_WRITE = 1; // device-writable
 
 // drvReapTo output records
 export const DRV_USED_BYTES = 8; // { id: u32, len: u32 }
+
+// ---- packed inflight region (A.10), per queue: the layout DPDK and SPDK use ----
+// packed resubmission copies a chain's descriptors from the inflight area here (ring format), in the
+// queue area after the segments
+export const PK_RESUB_DESCS_OFFSET = 0x3_8800;
+export const PK_RESUB_DESCS_CAP = 1792;
+export const PINFL_HDR_BYTES = 32; // header, 32 bytes in C
+export const PINFL_FEATURES = 0; // u64
+export const PINFL_VERSION = 8; // u16 (1; 0 = uninitialised)
+export const PINFL_DESC_NUM = 10; // u16
+export const PINFL_FREE_HEAD = 12; // u16 first free entry
+export const PINFL_OLD_FREE_HEAD = 14; // u16 free_head at the last commit
+export const PINFL_USED_IDX = 16; // u16 device used index (no wrap bit)
+export const PINFL_OLD_USED_IDX = 18; // u16 used_idx at the last commit
+export const PINFL_USED_WRAP = 20; // u8 device used wrap counter
+export const PINFL_OLD_USED_WRAP = 21; // u8 at the last commit
+export const PINFL_DESC_BYTES = 32; // DescStatePacked
+export const PINFLD_INFLIGHT = 0; // u8 (head entries)
+export const PINFLD_NEXT = 2; // u16 free list / chain link
+export const PINFLD_LAST = 4; // u16 (head entries) the chain's last entry
+export const PINFLD_NUM = 6; // u16 (head entries) ring slots the chain took
+export const PINFLD_COUNTER = 8; // u64 (head entries) fetch order
+export const PINFLD_ID = 16; // u16 copy of the descriptor
+export const PINFLD_FLAGS = 18; // u16
+export const PINFLD_LEN = 20; // u32
+export const PINFLD_ADDR = 24; // u64

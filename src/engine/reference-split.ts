@@ -15,9 +15,10 @@ import {
   SEG_ADDR, SEG_LEN, SEG_FLAGS, SEG_F_WRITE, ERR_AVAIL_IDX, ERR_HEAD_RANGE, ERR_NEXT_RANGE, ERR_CHAIN_LOOP,
   ERR_TRANSLATE, ERR_INDIRECT_LEN, ERR_INDIRECT_NESTED, ERR_WRITE_ORDER, ERR_INDIRECT_NEXT, ERR_SEGMENTS,
   ERR_CHAIN_BYTES, ERR_USED_ID, QUEUE_SIZE_MAX, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY,
+  VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY, QF_PACKED,
 } from './layout.js';
 import type { SplitEngineApi } from './engine.js';
+import { ReferencePackedRing } from './reference-packed.js';
 
 // ---- split inflight region (A.10); the engine's assembly/layout.ts has the same values ----
 export const INFL_HDR_BYTES = 16;
@@ -55,7 +56,11 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   private u16: Uint16Array;
   private u32: Uint32Array;
 
+  /** packed queues (QF_PACKED) go to the packed model: the entry points below dispatch on the format */
+  private readonly packed: ReferencePackedRing;
+
   constructor(readonly memory: WebAssembly.Memory) {
+    this.packed = new ReferencePackedRing(memory, (t, g) => this.findGpaRegion(t, g));
     this.dv = new DataView(memory.buffer);
     this.u16 = new Uint16Array(memory.buffer);
     this.u32 = new Uint32Array(memory.buffer);
@@ -94,6 +99,18 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   private setError(qs: number, code: number, detail: number): void {
     this.w32(qs + QS_ERROR_DETAIL, detail);
     this.w32(qs + QS_ERROR, code);
+  }
+
+  private isPacked(qs: number): boolean {
+    return (this.r32(qs + QS_FEATURES) & QF_PACKED) !== 0;
+  }
+
+  /** PackedEngineApi.packedConfigure (reference model, without inflight tracking). */
+  packedConfigure(
+    qs: number, size: number, features: number, descAddr: number, drvEventAddr: number, devEventAddr: number,
+    regionTable: number, inflightAddr: number, lastAvail: number, nextUsed: number,
+  ): void {
+    this.packed.configure(qs, size, features, descAddr, drvEventAddr, devEventAddr, regionTable, inflightAddr, lastAvail, nextUsed);
   }
 
   needEvent(eventIdx: number, newIdx: number, oldIdx: number): number {
@@ -318,6 +335,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
 
   splitPopBatch(qs: number, maxChains: number): number {
     this.sync();
+    if (this.isPacked(qs)) return this.packed.popBatch(qs, maxChains);
     const err = this.r32(qs + QS_ERROR);
     if (err !== 0) return -err;
     const size = this.r32(qs + QS_SIZE_FIELD);
@@ -355,6 +373,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
 
   splitPopHeads(qs: number, headsAddr: number, count: number): number {
     this.sync();
+    if (this.isPacked(qs)) return this.r32(qs + QS_ERROR) !== 0 ? -this.r32(qs + QS_ERROR) : 0; // packed inflight is not modelled
     const err = this.r32(qs + QS_ERROR);
     if (err !== 0) return -err;
     const res = this.popLoop(qs, this.clampChains(count), (k) => this.r16(headsAddr + 2 * k), () => {});
@@ -365,6 +384,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
 
   splitAvailPending(qs: number): number {
     this.sync();
+    if (this.isPacked(qs)) return this.packed.availPending(qs);
     const err = this.r32(qs + QS_ERROR);
     if (err !== 0) return -err;
     const size = this.r32(qs + QS_SIZE_FIELD);
@@ -401,6 +421,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
 
   splitPushUsed(qs: number, head: number, len: number): number {
     this.sync();
+    if (this.isPacked(qs)) return this.packed.pushUsed(qs, head, len);
     if (head >>> 0 >= this.r32(qs + QS_SIZE_FIELD)) return -ERR_USED_ID;
     this.writeUsed(qs, head >>> 0, len >>> 0);
     return 0;
@@ -408,6 +429,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
 
   splitPublish(qs: number): number {
     this.sync();
+    if (this.isPacked(qs)) return this.packed.publish(qs);
     const pending = this.r32(qs + QS_PENDING);
     if (pending === 0) return 0;
     const size = this.r32(qs + QS_SIZE_FIELD);
@@ -445,6 +467,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
 
   splitComplete(qs: number, n: number): number {
     this.sync();
+    if (this.isPacked(qs)) return this.packed.complete(qs, n);
     const cnt = this.clampChains(n);
     const size = this.r32(qs + QS_SIZE_FIELD);
     for (let k = 0; k < cnt; k++) {
@@ -459,6 +482,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
 
   splitDisableNotify(qs: number): void {
     this.sync();
+    if (this.isPacked(qs)) return this.packed.disableNotify(qs);
     if (this.r32(qs + QS_FEATURES) & QF_EVENT_IDX) return;
     const used = this.r32(qs + QS_USED);
     this.astore16(used, this.aload16(used) | VIRTQ_USED_F_NO_NOTIFY);
@@ -466,6 +490,7 @@ export class ReferenceSplitEngine implements SplitEngineApi {
 
   splitEnableNotify(qs: number): number {
     this.sync();
+    if (this.isPacked(qs)) return this.packed.enableNotify(qs);
     const size = this.r32(qs + QS_SIZE_FIELD);
     const used = this.r32(qs + QS_USED);
     const lastAvail = this.r16(qs + QS_LAST_AVAIL);

@@ -43,6 +43,8 @@ export interface BlkLoadOptions {
   queueSize?: number;
   /** negotiate VIRTIO_F_EVENT_IDX when offered (default true) */
   eventIdx?: boolean;
+  /** drive packed virtqueues (VIRTIO_F_RING_PACKED; the back-end must offer it) */
+  packed?: boolean;
   /** spin on the used ring instead of sleeping on the call eventfd */
   polling?: boolean;
   /** seed of the offset generator (default: a fixed one, so that runs draw the same offsets) */
@@ -61,6 +63,8 @@ export interface BlkDriverTask {
   used: number;
   gpaDelta: bigint;
   eventIdx: boolean;
+  /** VIRTIO_F_RING_PACKED negotiated */
+  packed?: boolean;
   kickFd: number;
   callFd: number;
   /** wasm address of the queue's buffer area (data, then slot records) */
@@ -127,6 +131,8 @@ export interface BlkReport {
   queueCount: number;
   queueSize: number;
   eventIdx: boolean;
+  /** packed virtqueues */
+  packed: boolean;
   polling: boolean;
   /** device capacity in bytes (GET_CONFIG) */
   capacityBytes: number;
@@ -187,6 +193,7 @@ export async function runBlkLoad(o: BlkLoadOptions): Promise<BlkReport> {
     queueSize,
     bufferBytes: blkBufferBytes(o.iodepth, o.bs),
     eventIdx: o.eventIdx ?? true,
+    packed: o.packed ?? false,
     extraFeatures: bit(VIRTIO_BLK_F_FLUSH) | (o.queues > 1 ? bit(VIRTIO_BLK_F_MQ) : 0n),
   });
   let pool: Piscina | undefined;
@@ -209,6 +216,7 @@ export async function runBlkLoad(o: BlkLoadOptions): Promise<BlkReport> {
           used: qs.ring.used,
           gpaDelta: fe.ram.gpaDelta,
           eventIdx: fe.eventIdx,
+          packed: fe.packed,
           kickFd: qs.kickFd,
           callFd: qs.callFd,
           buffers: qs.ring.buffers,
@@ -238,6 +246,7 @@ export async function runBlkLoad(o: BlkLoadOptions): Promise<BlkReport> {
       queueCount: o.queues,
       queueSize,
       eventIdx: fe.eventIdx,
+      packed: fe.packed,
       polling: o.polling ?? false,
       capacityBytes,
       seconds: Math.max(...results.map((r) => r.seconds)),
@@ -264,7 +273,7 @@ export function formatBlkReport(r: BlkReport): string {
       `kicks/req ${q.kicksPerRequest.toFixed(3)}  calls/req ${q.callsPerRequest.toFixed(3)}${q.errors ? `  ERRORS ${q.errors}` : ''}`,
   );
   return [
-    `blk ${r.rw} bs ${r.bs} iodepth ${r.iodepth}, ${r.queueCount} queue(s) of ${r.queueSize}, event_idx ${r.eventIdx ? 'on' : 'off'}${r.polling ? ', polling' : ''}, ` +
+    `blk ${r.rw} bs ${r.bs} iodepth ${r.iodepth}, ${r.queueCount} queue(s) of ${r.queueSize}, event_idx ${r.eventIdx ? 'on' : 'off'}${r.packed ? ', packed' : ''}${r.polling ? ', polling' : ''}, ` +
       `capacity ${(r.capacityBytes / 2 ** 20).toFixed(0)} MiB, ${r.seconds.toFixed(1)} s`,
     ...lines,
     `  total: ${k(r.iops)} k IOPS  ${r.mibPerSec.toFixed(1)} MiB/s${r.errors ? `  ERRORS ${r.errors}` : ''}`,

@@ -11,6 +11,8 @@ export interface DriverTask {
   used: number;
   gpaDelta: bigint;
   eventIdx: boolean;
+  /** VIRTIO_F_RING_PACKED negotiated: avail / used are the driver / device event suppression structures */
+  packed?: boolean;
   kickFd: number;
   callFd: number;
   buffers: number;

@@ -3,11 +3,11 @@
  * set-up) and, through driver workers, the guest. Works against any vhost-user back-end.
  */
 import { Piscina } from 'piscina';
-import { instantiateEngine, loadEngineModule, type EngineExports } from '../engine/engine.js';
-import { DRV_SEG_ADDR, DRV_SEG_BYTES, DRV_SEG_F_WRITE, DRV_SEG_FLAGS, DRV_SEG_LEN, DRV_USED_BYTES, deviceArea, queueArea } from '../engine/layout.js';
+import { drvInitFlags, instantiateEngine, loadEngineModule, type EngineExports } from '../engine/engine.js';
+import { DRV_SEG_ADDR, DRV_SEG_BYTES, DRV_SEG_F_WRITE, DRV_SEG_FLAGS, DRV_SEG_LEN, DRV_USED_BYTES, DS_CHAIN_LEN, DS_LAST_USED, deviceArea, queueArea } from '../engine/layout.js';
 import { builtPath } from '../runtime/package-root.js';
 import { closeQuietly, eventfd, eventfdDrain, eventfdSignal, POLLIN, pollFds } from '../sys/syscalls.js';
-import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from '../vhost-user/constants.js';
+import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from '../vhost-user/constants.js';
 import { VhostUserClient } from './client.js';
 import type { InflightDesc } from '../vhost-user/codec.js';
 import type { DriverResult, DriverTask } from './driver-protocol.js';
@@ -32,6 +32,8 @@ export interface FrontendOptions {
    * a front-end that vanishes mid-setup, for tests.
    */
   setupSteps?: number;
+  /** drive packed virtqueues: VIRTIO_F_RING_PACKED is required from the back-end */
+  packed?: boolean;
 }
 
 export interface Segment {
@@ -109,12 +111,20 @@ export class Frontend {
     return p();
   }
 
+  get packed(): boolean {
+    return hasBit(this.features, VIRTIO_F_RING_PACKED);
+  }
+
   private async setup(): Promise<void> {
     const c = this.client;
     const step = <T>(p: () => Promise<T>): Promise<T> => this.step(p);
     const offered = (await step(() => c.request('GET_FEATURES', undefined)))!;
     let want = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (this.opts.extraFeatures ?? 0n);
     if (this.opts.eventIdx ?? true) want |= bit(VIRTIO_F_EVENT_IDX);
+    if (this.opts.packed) {
+      if (!hasBit(offered, VIRTIO_F_RING_PACKED)) throw new Error('packed rings asked for, but the back-end does not offer VIRTIO_F_RING_PACKED');
+      want |= bit(VIRTIO_F_RING_PACKED);
+    }
     this.features = offered & want;
     if (hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES)) {
       const pf = (await step(() => c.request('GET_PROTOCOL_FEATURES', undefined)))!;
@@ -143,7 +153,7 @@ export class Frontend {
       if (fresh) this.queues.push({ ring: this.ram.placeRing(this.size, this.bufferBytes), kickFd: eventfd(), callFd: eventfd() });
       const { ring, kickFd, callFd } = this.queues[q]!;
       // after a reconnect, start where the guest's used ring is, as QEMU does when the back-end went away
-      const base = fresh ? 0 : Atomics.load(new Uint16Array(this.ram.mem.memory.buffer), (ring.used + 2) >>> 1);
+      const base = this.packed ? this.packedBase(q, fresh) : fresh ? 0 : Atomics.load(new Uint16Array(this.ram.mem.memory.buffer), (ring.used + 2) >>> 1);
       await step(() => c.request('SET_VRING_NUM', { index: q, num: this.size }));
       await step(() => c.request('SET_VRING_BASE', { index: q, num: base }));
       await step(() => c.request('SET_VRING_ADDR', { index: q, flags: 0, desc: ring.descUva, used: ring.usedUva, avail: ring.availUva, log: 0n }));
@@ -161,13 +171,37 @@ export class Frontend {
   async restartDevice(): Promise<void> {
     for (let q = 0; q < this.queues.length; q++) {
       const r = this.queues[q]!.ring;
-      if (this.engine.drvInit(this.ds(q), this.size, r.desc, r.avail, r.used, this.ram.gpaDelta, this.eventIdx ? 1 : 0) !== 0)
+      if (this.engine.drvInit(this.ds(q), this.size, r.desc, r.avail, r.used, this.ram.gpaDelta, drvInitFlags(this.eventIdx, this.packed)) !== 0)
         throw new Error('drvInit refused the ring');
       this.engine.drvSetInterrupts(this.ds(q), 1);
       this.generic.add(q);
     }
     await this.client.request('SET_FEATURES', this.features);
     await this.setupRings();
+  }
+
+  /**
+   * SET_VRING_BASE for a packed ring (both halves index | wrap << 15): at the start 0 with wrap 1; after a
+   * reconnect, past the used descriptors the device wrote (reaped or not), where it will write the next one
+   * (a back-end with an inflight region takes its positions from there instead).
+   */
+  private packedBase(q: number, fresh: boolean): number {
+    if (fresh) return (0x8000 | (0x8000 << 16)) >>> 0;
+    const dv = new DataView(this.ram.mem.memory.buffer);
+    const ds = this.ds(q);
+    const desc = this.queues[q]!.ring.desc;
+    let pos = dv.getUint16(ds + DS_LAST_USED, true);
+    for (let n = 0; n < this.size; n++) {
+      const i = pos & 0x7fff;
+      const w = pos >> 15;
+      const f = dv.getUint16(desc + 16 * i + 14, true);
+      if (((f >> 7) & 1) !== w || ((f >> 15) & 1) !== w) break;
+      const slots = dv.getUint16(ds + DS_CHAIN_LEN + 2 * dv.getUint16(desc + 16 * i + 12, true), true);
+      if (slots === 0) break;
+      const j = i + slots;
+      pos = j >= this.size ? (j - this.size) | ((w ^ 1) << 15) : j | (w << 15);
+    }
+    return (pos | (pos << 16)) >>> 0;
   }
 
   /** The inflight region: asked for on the first connection, handed back on every reconnect. */
@@ -221,6 +255,7 @@ export class Frontend {
           used: qs.ring.used,
           gpaDelta: this.ram.gpaDelta,
           eventIdx: this.eventIdx,
+          packed: this.packed,
           kickFd: qs.kickFd,
           callFd: qs.callFd,
           buffers: qs.ring.buffers,
@@ -258,7 +293,7 @@ export class Frontend {
     const qs = this.queues[q]!;
     const e = this.engine;
     if (!this.generic.has(q)) {
-      if (e.drvInit(this.ds(q), this.size, qs.ring.desc, qs.ring.avail, qs.ring.used, this.ram.gpaDelta, this.eventIdx ? 1 : 0) !== 0)
+      if (e.drvInit(this.ds(q), this.size, qs.ring.desc, qs.ring.avail, qs.ring.used, this.ram.gpaDelta, drvInitFlags(this.eventIdx, this.packed)) !== 0)
         throw new Error('drvInit refused the ring');
       e.drvSetInterrupts(this.ds(q), 1);
       this.generic.add(q);

@@ -26,14 +26,16 @@ import type { RingWorkers, RingWorkersFactory } from '../queues/ring-workers.js'
 import { queueMapping } from '../queues/worker-pool.js';
 import type { CompletionOrder, NotifyPolicy, WorkerEvent } from '../queues/worker-protocol.js';
 import { closeQuietly, dup, eventfdSignal, ftruncate, isEventfd, memfdCreate, MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../sys/syscalls.js';
-import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1 } from './constants.js';
+import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from './constants.js';
+import { decodePackedBase, encodePackedBase } from './vring-base.js';
 
 export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
 
 
 /** Transport features every device gets. */
 export const CORE_FEATURES =
-  bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VIRTIO_F_EVENT_IDX) | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+  bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VIRTIO_F_EVENT_IDX) | bit(VIRTIO_F_RING_PACKED) |
+  bit(VHOST_USER_F_PROTOCOL_FEATURES);
 
 export const CORE_PROTOCOL_FEATURES =
   bit(ProtocolFeature.MQ) |
@@ -102,7 +104,8 @@ export class Session {
   private backendReqFd = NO_FD;
   private closed = false;
   /** the inflight region (INFLIGHT_SHMFD), once the front-end asked for or handed over one */
-  private inflight: { numQueues: number; queueSize: number; perQueue: number; addr: number } | undefined;
+  /** packed: the region was laid out for packed rings (VIRTIO_F_RING_PACKED acked when it was set up) */
+  private inflight: { numQueues: number; queueSize: number; perQueue: number; addr: number; packed: boolean } | undefined;
 
   constructor(
     readonly device: DeviceModel,
@@ -185,6 +188,7 @@ export class Session {
   setFeatures(f: bigint): void {
     const extra = f & ~this.offeredFeatures;
     if (extra) throw new RequestError(`SET_FEATURES acks feature bits never offered: 0x${extra.toString(16)}`);
+    if (hasBit(f, VIRTIO_F_RING_PACKED) && !this.packed) this.opts.log('VIRTIO_F_RING_PACKED acked: the rings are packed');
     this.acked = f;
     // Without VHOST_USER_F_PROTOCOL_FEATURES there is no SET_VRING_ENABLE: rings are enabled at once.
     if (!hasBit(f, VHOST_USER_F_PROTOCOL_FEATURES))
@@ -295,7 +299,8 @@ export class Session {
   setVringNum(index: number, num: number): void {
     const r = this.ring(index);
     if (r.started) throw new RequestError(`SET_VRING_NUM on started vring ${index}`);
-    if (num < 1 || num > this.device.maxQueueSize || (num & (num - 1)) !== 0)
+    // packed rings may have any size (B.2); split rings a power of two
+    if (num < 1 || num > this.device.maxQueueSize || (!this.packed && (num & (num - 1)) !== 0))
       throw new RequestError(`vring ${index} size ${num} is not a power of two in 1..${this.device.maxQueueSize}`);
     r.size = num;
   }
@@ -310,7 +315,7 @@ export class Session {
   setVringBase(index: number, num: number): void {
     const r = this.ring(index);
     if (r.started) throw new RequestError(`SET_VRING_BASE on started vring ${index}`);
-    if (num > 0xffff) throw new RequestError(`vring ${index} base ${num} has reserved bits set (split rings use bits 0-15)`);
+    if (num > 0xffff && !this.packed) throw new RequestError(`vring ${index} base ${num} has reserved bits set (split rings use bits 0-15)`);
     r.base = num;
   }
 
@@ -319,7 +324,9 @@ export class Session {
     const r = this.ring(index);
     if (r.started) {
       await this.pool!.stop(index);
-      r.base = new DataView(this.memory.memory.buffer).getUint16(queueArea(index) + QS_LAST_AVAIL, true);
+      const dv = new DataView(this.memory.memory.buffer);
+      const lastAvail = dv.getUint16(queueArea(index) + QS_LAST_AVAIL, true);
+      r.base = this.packed ? encodePackedBase(lastAvail, dv.getUint16(queueArea(index) + QS_NEXT_USED, true)) : lastAvail;
       r.started = false;
     }
     if (r.kickFd >= 0) closeQuietly(r.kickFd);
@@ -364,12 +371,18 @@ export class Session {
     if (r.started) await this.pool!.setEnabled(index, enabled);
   }
 
+  /** VIRTIO_F_RING_PACKED acked: every ring of the connection is packed (B.2). */
+  private get packed(): boolean {
+    return hasBit(this.acked, VIRTIO_F_RING_PACKED);
+  }
+
   private translateRing(q: number, r: Ring): { desc: number; avail: number; used: number } | string {
     if (!r.addr) return 'no ring addresses';
     const n = BigInt(r.size);
+    // packed: avail and used are the driver and device event suppression structures, 4 bytes each
     const desc = this.memory.translateUva(r.addr.desc, 16n * n);
-    const avail = this.memory.translateUva(r.addr.avail, 6n + 2n * n);
-    const used = this.memory.translateUva(r.addr.used, 6n + 8n * n);
+    const avail = this.memory.translateUva(r.addr.avail, this.packed ? 4n : 6n + 2n * n);
+    const used = this.memory.translateUva(r.addr.used, this.packed ? 4n : 6n + 8n * n);
     if (desc === undefined) return `descriptor table at 0x${r.addr.desc.toString(16)} is not inside guest memory`;
     if (avail === undefined) return `avail ring at 0x${r.addr.avail.toString(16)} is not inside guest memory`;
     if (used === undefined) return `used ring at 0x${r.addr.used.toString(16)} is not inside guest memory`;
@@ -385,10 +398,15 @@ export class Session {
     if (typeof t === 'string') throw new RequestError(`vring ${q} cannot start: ${t}`);
     let qf = QF_INDIRECT;
     if (hasBit(this.acked, VIRTIO_F_EVENT_IDX)) qf |= QF_EVENT_IDX;
-    const inf = this.inflight && q < this.inflight.numQueues && r.size === this.inflight.queueSize;
+    const inf = this.inflightFor(q, r);
     if (inf) qf |= QF_INFLIGHT;
     const inflightAddr = inf ? this.inflight!.addr + q * this.inflight!.perQueue : 0;
-    this.engine.splitConfigure(queueArea(q), r.size, qf, t.desc, t.avail, t.used, REGION_TABLE, inflightAddr, r.base);
+    if (this.packed) {
+      const b = decodePackedBase(r.base);
+      this.engine.packedConfigure(queueArea(q), r.size, qf, t.desc, t.avail, t.used, REGION_TABLE, inflightAddr, b.lastAvail, b.nextUsed);
+    } else {
+      this.engine.splitConfigure(queueArea(q), r.size, qf, t.desc, t.avail, t.used, REGION_TABLE, inflightAddr, r.base);
+    }
     const resubmit = this.recoverInflight(q, r);
     this.pool ??= this.resources.workers({
       device: this.device.name,
@@ -417,7 +435,9 @@ export class Session {
     // A ring that resumes on a used ring with completions in it (a restart after a back-end died): the previous
     // back-end may have published used elements and died before writing the call fd, and a driver sleeping on
     // them would never look again. One interrupt, spurious at worst, makes it look.
-    if (r.callFd >= 0 && new DataView(this.memory.memory.buffer).getUint16(queueArea(q) + QS_NEXT_USED, true) !== 0) eventfdSignal(r.callFd);
+    // (a packed ring's start position is index 0 with wrap counter 1)
+    const start = this.packed ? 0x8000 : 0;
+    if (r.callFd >= 0 && new DataView(this.memory.memory.buffer).getUint16(queueArea(q) + QS_NEXT_USED, true) !== start) eventfdSignal(r.callFd);
   }
 
   private onWorkerEvent(e: WorkerEvent): void {
@@ -434,10 +454,19 @@ export class Session {
   }
 
   // ---- inflight tracking (A.10) ----
+  /**
+   * Whether ring q keeps inflight records: a region exists for it, with its size, laid out for its ring format
+   * (a region set up before VIRTIO_F_RING_PACKED was acked has the split layout: a packed ring does without).
+   */
+  private inflightFor(q: number, r: Ring): boolean {
+    const inf = this.inflight;
+    return !!inf && q < inf.numQueues && r.size === inf.queueSize && inf.packed === this.packed;
+  }
+
   private inflightLayout(numQueues: number, queueSize: number): { perQueue: number; total: number } {
-    if ((queueSize & (queueSize - 1)) !== 0) throw new RequestError(`inflight queue size ${queueSize} is not a power of two`);
+    if (!this.packed && (queueSize & (queueSize - 1)) !== 0) throw new RequestError(`inflight queue size ${queueSize} is not a power of two`);
     if (numQueues > this.rings.length) throw new RequestError(`inflight for ${numQueues} queues, the device has ${this.rings.length}`);
-    const perQueue = this.engine.inflightSplitQueueBytes(queueSize);
+    const perQueue = this.packed ? this.engine.inflightPackedQueueBytes(queueSize) : this.engine.inflightSplitQueueBytes(queueSize);
     return { perQueue, total: perQueue * numQueues };
   }
 
@@ -448,8 +477,11 @@ export class Session {
     try {
       ftruncate(fd, total);
       const addr = this.memory.mapInflight(dup(fd), 0n, BigInt(total));
-      for (let q = 0; q < numQueues; q++) this.engine.inflightSplitInit(addr + q * perQueue, queueSize);
-      this.inflight = { numQueues, queueSize, perQueue, addr };
+      for (let q = 0; q < numQueues; q++) {
+        if (this.packed) this.engine.inflightPackedInit(addr + q * perQueue, queueSize);
+        else this.engine.inflightSplitInit(addr + q * perQueue, queueSize);
+      }
+      this.inflight = { numQueues, queueSize, perQueue, addr, packed: this.packed };
       return { size: total, fd };
     } catch (e) {
       closeQuietly(fd);
@@ -469,7 +501,7 @@ export class Session {
       throw e;
     }
     const addr = this.memory.mapInflight(fd, mmapOffset, mmapSize);
-    this.inflight = { numQueues, queueSize, perQueue, addr };
+    this.inflight = { numQueues, queueSize, perQueue, addr, packed: this.packed };
   }
 
   /**
@@ -477,16 +509,16 @@ export class Session {
    * order it fetched them. last_avail moves past them: every chain popped before is either used or inflight.
    */
   private recoverInflight(q: number, r: Ring): number[] {
-    const inf = this.inflight;
-    if (!inf || q >= inf.numQueues || r.size !== inf.queueSize) return [];
+    if (!this.inflightFor(q, r)) return [];
     const qs = queueArea(q);
     const out = deviceArea(q); // the ring's handler is not running yet: its scratch is free
-    const n = this.engine.inflightSplitRecover(qs, out);
+    // packed: the engine also sets both ring positions from the region (the front-end cannot know them)
+    const n = this.packed ? this.engine.inflightPackedRecover(qs, out) : this.engine.inflightSplitRecover(qs, out);
     const dv = new DataView(this.memory.memory.buffer);
     const heads: number[] = [];
     for (let i = 0; i < n; i++) heads.push(dv.getUint16(out + 2 * i, true));
     if (n > 0) {
-      dv.setUint16(qs + QS_LAST_AVAIL, (dv.getUint16(qs + QS_NEXT_USED, true) + n) & 0xffff, true);
+      if (!this.packed) dv.setUint16(qs + QS_LAST_AVAIL, (dv.getUint16(qs + QS_NEXT_USED, true) + n) & 0xffff, true);
       this.opts.log(`queue ${q}: resubmitting ${n} request(s) left in flight by the previous back-end`);
     }
     return heads;

@@ -3,8 +3,12 @@
  * state block, so sampling costs the data path nothing. Rates are deltas between two samples.
  */
 import {
+  QF_PACKED,
   QS_AVAIL,
+  QS_DESC,
+  QS_FEATURES,
   QS_LAST_AVAIL,
+  QS_SIZE_FIELD,
   QS_NEXT_USED,
   QS_STAT_BATCHES,
   QS_STAT_BYTES_READ,
@@ -29,9 +33,9 @@ export interface QueueCounters {
   calls: number;
   notify: number;
   suppressed: number;
-  /** chains the driver made available that the device has not popped */
+  /** chains the driver made available that the device has not popped (packed rings: descriptors) */
   occupancy: number;
-  /** chains popped and not yet used */
+  /** chains popped and not yet used (packed rings: the ring slots they hold) */
   inflight: number;
 }
 
@@ -55,6 +59,7 @@ export function readCounters(memory: WebAssembly.Memory, queues: readonly number
   const u64 = (a: number): number => Number(dv.getBigUint64(a, true));
   return queues.map((q) => {
     const qs = queueArea(q);
+    const packed = (dv.getUint32(qs + QS_FEATURES, true) & QF_PACKED) !== 0 ? packedFigures(dv, qs) : undefined;
     const lastAvail = dv.getUint16(qs + QS_LAST_AVAIL, true);
     const avail = dv.getUint32(qs + QS_AVAIL, true);
     // the avail ring lies in mapped guest RAM (or zeros where a region was dropped): safe to read from JS
@@ -70,10 +75,36 @@ export function readCounters(memory: WebAssembly.Memory, queues: readonly number
       calls: dv.getFloat64(qs + QS_STAT_CALLS, true),
       notify: u64(qs + QS_STAT_NOTIFY),
       suppressed: u64(qs + QS_STAT_SUPPRESSED),
-      occupancy: (availIdx - lastAvail) & 0xffff,
-      inflight: (lastAvail - dv.getUint16(qs + QS_NEXT_USED, true)) & 0xffff,
+      occupancy: packed ? packed.occupancy : (availIdx - lastAvail) & 0xffff,
+      inflight: packed ? packed.inflight : (lastAvail - dv.getUint16(qs + QS_NEXT_USED, true)) & 0xffff,
     };
   });
+}
+
+/**
+ * A packed ring has no avail index to read: occupancy is the run of available descriptors from the next avail
+ * position (their flags, B.2), inflight the ring slots between the next used and the next avail positions.
+ */
+function packedFigures(dv: DataView, qs: number): { occupancy: number; inflight: number } {
+  const size = dv.getUint32(qs + QS_SIZE_FIELD, true);
+  const desc = dv.getUint32(qs + QS_DESC, true);
+  const avail = dv.getUint16(qs + QS_LAST_AVAIL, true);
+  const used = dv.getUint16(qs + QS_NEXT_USED, true);
+  const slot = (p: number): number => (p & 0x7fff) + ((p >> 15) & 1 ? 0 : size);
+  const inflight = size ? (slot(avail) - slot(used) + 2 * size) % (2 * size) : 0;
+  let occupancy = 0;
+  let i = avail & 0x7fff;
+  let w = (avail >> 15) & 1;
+  while (desc && occupancy < size - inflight) {
+    const f = dv.getUint16(desc + 16 * i + 14, true);
+    if (((f >> 7) & 1) !== w || ((f >> 15) & 1) === w) break;
+    occupancy++;
+    if (++i === size) {
+      i = 0;
+      w ^= 1;
+    }
+  }
+  return { occupancy, inflight };
 }
 
 export function rates(prev: QueueCounters, cur: QueueCounters): QueueRates {

@@ -198,3 +198,110 @@ export function readChains(rig: Rig, qs: number, n: number): ChainRec[] {
 export function setUsedLen(rig: Rig, qs: number, k: number, len: number): void {
   rig.w32(qs + CHAINS_OFFSET + k * CHAIN_BYTES + CH_USED_LEN, len);
 }
+
+// ---- packed rings (B.2) ----
+export const P_AVAIL = 1 << 7;
+export const P_USED = 1 << 15;
+export interface PDesc { addr: bigint; len: number; write?: boolean; indirect?: boolean }
+
+/**
+ * Driver side of a packed ring for tests, all parts in region A: the descriptor ring at `base`, the
+ * driver event suppression structure after it, the device's after that. Positions are index | wrap << 15.
+ */
+export class PackedTestRing {
+  readonly descGpa: bigint;
+  readonly drvEventGpa: bigint;
+  readonly devEventGpa: bigint;
+  readonly desc: number;
+  readonly drvEvent: number;
+  readonly devEvent: number;
+  availPos = 1 << 15;
+  usedPos = 1 << 15;
+  /** ring slots of each outstanding buffer id */
+  readonly slotsOf = new Map<number, number>();
+
+  constructor(readonly rig: Rig, readonly size: number, base: bigint = 0x1000n) {
+    this.descGpa = base;
+    this.drvEventGpa = base + BigInt(16 * size);
+    this.devEventGpa = this.drvEventGpa + 4n;
+    this.desc = wasmOfGpa(this.descGpa);
+    this.drvEvent = wasmOfGpa(this.drvEventGpa);
+    this.devEvent = wasmOfGpa(this.devEventGpa);
+  }
+
+  static advance(pos: number, n: number, size: number): number {
+    let i = (pos & 0x7fff) + n;
+    let w = pos & 0x8000;
+    while (i >= size) {
+      i -= size;
+      w ^= 0x8000;
+    }
+    return i | w;
+  }
+
+  availFlags(pos: number): number {
+    return (pos & 0x8000) !== 0 ? P_AVAIL : P_USED;
+  }
+
+  writeSlot(i: number, d: { addr: bigint; len: number; id: number; flags: number }): void {
+    const a = this.desc + 16 * i;
+    this.rig.w64(a, d.addr);
+    this.rig.w32(a + 8, d.len);
+    this.rig.w16(a + 12, d.id);
+    this.rig.w16(a + 14, d.flags);
+  }
+
+  slotFlags(i: number): number { return this.rig.r16(this.desc + 16 * i + 14); }
+  setSlotFlags(i: number, f: number): void {
+    Atomics.store(new Uint16Array(this.rig.memory.buffer), (this.desc + 16 * i + 14) / 2, f & 0xffff);
+  }
+
+  /**
+   * Make a chain available with buffer id `id`: descriptors in consecutive slots, NEXT on all but the last,
+   * the id in every one (the device reads the last), the head's flags written last. Returns its slot count.
+   */
+  add(id: number, descs: PDesc[], opts: { headLast?: boolean } = {}): number {
+    const start = this.availPos;
+    let pos = start;
+    let headFlags = 0;
+    descs.forEach((d, k) => {
+      let f = this.availFlags(pos);
+      if (d.write) f |= VIRTQ_DESC_F_WRITE;
+      if (d.indirect) f |= VIRTQ_DESC_F_INDIRECT;
+      if (k + 1 < descs.length) f |= VIRTQ_DESC_F_NEXT;
+      const i = pos & 0x7fff;
+      if (k === 0) {
+        headFlags = f;
+        this.writeSlot(i, { addr: d.addr, len: d.len, id, flags: this.availFlags(PackedTestRing.advance(pos, this.size, this.size)) });
+      } else {
+        this.writeSlot(i, { addr: d.addr, len: d.len, id, flags: f });
+      }
+      pos = PackedTestRing.advance(pos, 1, this.size);
+    });
+    if (opts.headLast !== false) this.setSlotFlags(start & 0x7fff, headFlags);
+    this.availPos = pos;
+    this.slotsOf.set(id, descs.length);
+    return descs.length;
+  }
+
+  /** The next used descriptor, or null; advances past the chain it completes. */
+  reap(): { id: number; len: number; flags: number } | null {
+    const i = this.usedPos & 0x7fff;
+    const f = this.slotFlags(i);
+    const w = (this.usedPos & 0x8000) !== 0 ? 1 : 0;
+    if (((f >> 7) & 1) !== w || ((f >> 15) & 1) !== w) return null;
+    const id = this.rig.r16(this.desc + 16 * i + 12);
+    const len = this.rig.r32(this.desc + 16 * i + 8);
+    const slots = this.slotsOf.get(id);
+    if (slots === undefined) throw new Error(`used id ${id} is not outstanding`);
+    this.slotsOf.delete(id);
+    this.usedPos = PackedTestRing.advance(this.usedPos, slots, this.size);
+    return { id, len, flags: f };
+  }
+
+  get drvEventFlags(): number { return this.rig.r16(this.drvEvent + 2); }
+  set drvEventFlags(v: number) { this.rig.w16(this.drvEvent + 2, v); }
+  set drvEventOffWrap(v: number) { this.rig.w16(this.drvEvent, v); }
+  get devEventFlags(): number { return this.rig.r16(this.devEvent + 2); }
+  get devEventOffWrap(): number { return this.rig.r16(this.devEvent); }
+}

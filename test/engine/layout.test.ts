@@ -17,6 +17,9 @@ describe('engine ABI and module shape', () => {
     expect(layout.SEGS_OFFSET + layout.SEG_CAP * layout.SEG_BYTES).toBeLessThanOrEqual(layout.QUEUE_AREA_SIZE);
     expect(layout.CHAINS_OFFSET).toBeGreaterThanOrEqual(layout.QS_BYTES);
     expect(layout.DS_BYTES).toBeLessThanOrEqual(layout.QUEUE_AREA_SIZE);
+    // packed resubmission's descriptor copies: after the segments, before the resubmit heads
+    expect(layout.PK_RESUB_DESCS_OFFSET).toBeGreaterThanOrEqual(layout.SEGS_OFFSET + layout.SEG_CAP * layout.SEG_BYTES);
+    expect(layout.PK_RESUB_DESCS_OFFSET + layout.PK_RESUB_DESCS_CAP * 16).toBeLessThanOrEqual(layout.RESUBMIT_OFFSET);
   });
 
   it('imports only env.memory and has no mutable globals (instances share the memory)', () => {

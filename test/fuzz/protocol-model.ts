@@ -29,11 +29,13 @@ import {
 import {
   bit,
   FrontendRequest,
+  hasBit,
   type FrontendRequestName,
   HeaderFlag,
   ProtocolFeature,
   requestName,
   VHOST_USER_F_PROTOCOL_FEATURES,
+  VIRTIO_F_RING_PACKED,
 } from '../../src/vhost-user/constants.js';
 import type { RawMessage } from '../../src/vhost-user/transport.js';
 import { FRESH_FD_KINDS, fdKindSize, GUEST_BYTES, SKIP_KNOWN, type FdKind } from './harness.js';
@@ -303,12 +305,14 @@ export class ProtocolModel {
       case 'SET_VRING_NUM': {
         const r = ring(req.payload.index);
         const n = req.payload.num;
-        if (!r || (n & (n - 1)) !== 0 || n > this.maxQueueSize) return P(ack(false), true);
+        // packed rings (VIRTIO_F_RING_PACKED acked) may have any size
+        if (!r || n < 1 || (!hasBit(this.acked, VIRTIO_F_RING_PACKED) && (n & (n - 1)) !== 0) || n > this.maxQueueSize) return P(ack(false), true);
         return P(ack(r.fresh ? true : 'either'), false);
       }
       case 'SET_VRING_BASE': {
         const r = ring(req.payload.index);
-        if (!r || req.payload.num > 0xffff) return P(ack(false), true);
+        // packed rings (VIRTIO_F_RING_PACKED acked) use bits 16-31 too
+        if (!r || (!hasBit(this.acked, VIRTIO_F_RING_PACKED) && req.payload.num > 0xffff)) return P(ack(false), true);
         return P(ack(r.fresh ? true : 'either'), false);
       }
       case 'SET_VRING_ADDR': {
@@ -671,7 +675,8 @@ export function negotiation(g: GenContext): Step[] {
     m('GET_PROTOCOL_FEATURES', undefined, false),
     m('SET_PROTOCOL_FEATURES', pf, true),
     m('SET_OWNER', undefined, true),
-    m('SET_FEATURES', g.offered & ~bit(29), true),
+    // split rings (the ring steps write split layouts): VIRTIO_F_RING_PACKED is left out like EVENT_IDX
+    m('SET_FEATURES', g.offered & ~bit(29) & ~bit(VIRTIO_F_RING_PACKED), true),
   ];
 }
 

@@ -18,12 +18,12 @@ process.env.VHOST_WASM_QEMU_SLOTS = '2';
 const qemu = qemuAvailable();
 const required = !!process.env.CI || process.env.VHOST_WASM_REQUIRE_QEMU === '1';
 
-function guestArgs(sock: string, mac: string, role: 'recv' | 'send', ip: string, peer: string) {
+function guestArgs(sock: string, mac: string, role: 'recv' | 'send', ip: string, peer: string, packed: boolean) {
   return {
     test: 'net-pair',
     chardevs: [`socket,id=c0,path=${sock}`],
     netdevs: ['vhost-user,id=n0,chardev=c0,queues=2'],
-    devices: [`virtio-net-pci,netdev=n0,mac=${mac},mq=on,vectors=0`],
+    devices: [`virtio-net-pci,netdev=n0,mac=${mac},mq=on,vectors=0${packed ? ',packed=on' : ''}`],
     kernelArgs: `vw.net_role=${role} vw.net_ip=${ip} vw.net_peer=${peer} vw.net_bytes=4194304 vw.timeout=400`,
     timeoutMs: 420_000,
   };
@@ -50,7 +50,8 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net with two real QEMU guests
     dir = undefined;
   });
 
-  it('two guests ping each other on both queue pairs and move a file over TCP with a matching md5', async () => {
+  // packed=on: the same traffic on packed virtqueues (VIRTIO_F_RING_PACKED)
+  it.each([false, true])('two guests ping each other on both queue pairs and move a file over TCP with a matching md5 (packed=%s)', async (packed) => {
     dir = mkdtempSync(join(tmpdir(), 'vw-net-'));
     const a = join(dir, 'a.sock');
     const b = join(dir, 'b.sock');
@@ -59,8 +60,8 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net with two real QEMU guests
 
     const t0 = Date.now();
     const [ra, rb]: GuestResult[] = await Promise.all([
-      bootGuest(guestArgs(a, '52:54:00:00:0a:01', 'recv', '10.77.0.1', '10.77.0.2')),
-      bootGuest(guestArgs(b, '52:54:00:00:0a:02', 'send', '10.77.0.2', '10.77.0.1')),
+      bootGuest(guestArgs(a, '52:54:00:00:0a:01', 'recv', '10.77.0.1', '10.77.0.2', packed)),
+      bootGuest(guestArgs(b, '52:54:00:00:0a:02', 'send', '10.77.0.2', '10.77.0.1', packed)),
     ]);
     const wall = Date.now() - t0;
     be.child.kill('SIGTERM');
@@ -68,7 +69,7 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net with two real QEMU guests
     const out = be.output();
     const why = `--- guest A (recv) ---\n${describeResult(ra!)}\n--- guest B (send) ---\n${describeResult(rb!)}\n--- vhost-wasm net ---\n${out.slice(-6000)}`;
     console.log(
-      `[qemu net-vhost-user] wall ${wall} ms; A boot ${ra!.bootMs} ms total ${ra!.durationMs} ms: ${ra!.markerLine}; ` +
+      `[qemu net-vhost-user${packed ? ' packed' : ''}] wall ${wall} ms; A boot ${ra!.bootMs} ms total ${ra!.durationMs} ms: ${ra!.markerLine}; ` +
         `B boot ${rb!.bootMs} ms total ${rb!.durationMs} ms: ${rb!.markerLine}`,
     );
     console.log(`[qemu net-vhost-user] switch: port 0 ${JSON.stringify(portStats(out, 0))}\n  port 1 ${JSON.stringify(portStats(out, 1))}`);
@@ -94,5 +95,9 @@ describe.skipIf(!qemu.ok && !required)('vhost-user-net with two real QEMU guests
     // tables of multiqueue vhost-user-net) and nothing broke
     expect(out, why).not.toMatch(/needs virtio feature|needs protocol feature|overlaps|not supported|internal error|failed|broken|NEEDS_RESET/i);
     expect(`${ra!.stderr}${rb!.stderr}`, why).not.toMatch(/vhost_set_mem_table failed|unable to start vhost net|falling back/);
+    // both guests' rings were packed exactly when asked
+    const packedAcks = out.match(/VIRTIO_F_RING_PACKED acked/g)?.length ?? 0;
+    if (packed) expect(packedAcks, why).toBeGreaterThanOrEqual(2);
+    else expect(packedAcks, why).toBe(0);
   }, 600_000);
 });

@@ -17,6 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DRV_SEG_ADDR, DRV_SEG_BYTES, DRV_SEG_F_WRITE, DRV_SEG_FLAGS, DRV_SEG_LEN, DRV_USED_BYTES, DS_ERRORS, deviceArea } from '../../src/engine/layout.js';
+import { drvInitFlags } from '../../src/engine/engine.js';
 import { Frontend } from '../../src/frontend/frontend.js';
 import { eventfdDrain, eventfdSignal, POLLIN, pollFds } from '../../src/sys/syscalls.js';
 import { rngDevice } from '../../src/devices/rng.js';
@@ -126,7 +127,8 @@ afterAll(() => {
 });
 
 describe('back-end restart under load, built-in front-end with inflight tracking', () => {
-  it(`${CYCLES} SIGKILL-and-restart cycles of a blk back-end: every request completes once, every block reads back as last written`, async () => {
+  // packed: the same on packed virtqueues (packed inflight records, positions recovered from them)
+  it.each([false, true])(`${CYCLES} SIGKILL-and-restart cycles of a blk back-end: every request completes once, every block reads back as last written (packed=%s)`, async (packed) => {
     const t0 = performance.now();
     let child = await startChild();
     const fe = await Frontend.connect({
@@ -134,9 +136,11 @@ describe('back-end restart under load, built-in front-end with inflight tracking
       queues: QUEUES,
       queueSize: QUEUE_SIZE,
       inflight: true,
+      packed,
       extraFeatures: (1n << VIRTIO_BLK_F_FLUSH) | (1n << VIRTIO_BLK_F_MQ),
     });
     try {
+      expect(fe.packed).toBe(packed);
       expect(fe.inflightFd, 'the front-end got an inflight region').toBeDefined();
       const dv = (): DataView => new DataView(fe.ram.mem.memory.buffer);
       const u8 = (): Uint8Array => new Uint8Array(fe.ram.mem.memory.buffer);
@@ -159,7 +163,7 @@ describe('back-end restart under load, built-in front-end with inflight tracking
       const scratch = new Uint32Array(KIB4 / 4);
       for (let q = 0; q < QUEUES; q++) {
         const r = fe.queues[q]!.ring;
-        expect(fe.engine.drvInit(fe.ds(q), QUEUE_SIZE, r.desc, r.avail, r.used, fe.ram.gpaDelta, fe.eventIdx ? 1 : 0)).toBe(0);
+        expect(fe.engine.drvInit(fe.ds(q), QUEUE_SIZE, r.desc, r.avail, r.used, fe.ram.gpaDelta, drvInitFlags(fe.eventIdx, fe.packed))).toBe(0);
         fe.engine.drvSetInterrupts(fe.ds(q), 1);
       }
 
