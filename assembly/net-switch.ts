@@ -65,17 +65,23 @@ export function netTxScan(qs: u32, n: i32, hdrLen: u32, maxFrame: u32, out: u32)
       continue;
     }
     const frameLen = readLen - hdrLen;
-    // the first `want` bytes, wherever the driver split them (a header in its own descriptor is common)
-    const stage = out + NTX_STAGE;
-    let got: u32 = 0;
+    // the first `want` bytes: read in place when the first segment holds them (the common case), else staged
+    // (a header in its own descriptor); a byte loop, as memory.copy of a few bytes costs a runtime call
     let s = segBase + load<u32>(rec, CH_SEG_START) * SEG_BYTES;
     const end = s + load<u32>(rec, CH_SEG_COUNT) * SEG_BYTES;
-    for (; s < end && got < want; s += SEG_BYTES) {
-      if (load<u32>(s, SEG_FLAGS) & SEG_F_WRITE) break;
-      const l = load<u32>(s, SEG_LEN);
-      const take = l < want - got ? l : want - got;
-      memory.copy(stage + got, load<u32>(s, SEG_ADDR), take);
-      got += take;
+    let stage = out + NTX_STAGE;
+    if (load<u32>(s, SEG_LEN) >= want) {
+      stage = load<u32>(s, SEG_ADDR);
+    } else {
+      let got: u32 = 0;
+      for (; s < end && got < want; s += SEG_BYTES) {
+        if (load<u32>(s, SEG_FLAGS) & SEG_F_WRITE) break;
+        const a = load<u32>(s, SEG_ADDR);
+        const l = load<u32>(s, SEG_LEN);
+        const take = l < want - got ? l : want - got;
+        for (let j: u32 = 0; j < take; j++) store<u8>(stage + got + j, load<u8>(a + j));
+        got += take;
+      }
     }
     const m = stage + hdrLen; // the Ethernet header
     const flags = <u32>load<u8>(stage, 0);

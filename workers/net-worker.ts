@@ -126,6 +126,11 @@ interface TxRing {
   batch: number;
   /** the last visit ran out of budget with chains left: visit again without waiting for a kick */
   pending: boolean;
+  /** busy-poll window (ms) after the last batch before kicks are re-enabled; 0: re-enable at once */
+  pollMs: number;
+  /** drained, kicks still off, inside its poll window: the poll loop looks at avail.idx itself */
+  polled: boolean;
+  lastWork: number;
   /** frame records of the batch (this ring's device area) */
   out: number;
   port: Port;
@@ -518,6 +523,7 @@ const TX_ROUNDS = 8;
 function processTx(r: TxRing): void {
   const p = r.port;
   r.pending = false;
+  r.polled = false;
   if (p.paused || !r.enabled || r.broken) return;
   const e = p.engine;
   const qs = r.qs;
@@ -542,7 +548,12 @@ function processTx(r: TxRing): void {
         eventfdSignal(r.callFd);
         bumpQueue(p, r.q, QS_STAT_CALLS);
       }
+      if (r.pollMs > 0) r.lastWork = performance.now();
       continue;
+    }
+    if (r.pollMs > 0 && performance.now() - r.lastWork < r.pollMs) {
+      r.polled = true; // kicks stay off while the sender keeps coming back within the window (spinPolled)
+      break;
     }
     if (e.splitEnableNotify(qs) === 0) break;
     e.splitDisableNotify(qs);
@@ -579,6 +590,34 @@ const MAX_POLL = 1 + NPORTS * PAIRS;
 const pfd = Buffer.alloc(POLL_SLOT * MAX_POLL);
 const slotRing: (TxRing | undefined)[] = new Array<TxRing | undefined>(MAX_POLL);
 
+/** longest stretch spinPolled spins before the loop looks at the control fd and the kicks again */
+const SPIN_SLICE_MS = 0.05;
+const polledRings: TxRing[] = [];
+
+/**
+ * Rings inside their poll window: look at avail.idx (no syscall) until one has chains, the slice is over, or every
+ * window has closed (kicks re-enabled, with the re-check that catches chains added meanwhile).
+ */
+function spinPolled(): void {
+  const t0 = performance.now();
+  for (;;) {
+    let left = 0;
+    const now = performance.now();
+    for (const r of polledRings) {
+      if (!r.polled) continue;
+      const e = r.port.engine;
+      if (e.splitAvailPending(r.qs) !== 0) {
+        processTx(r);
+      } else if (now - r.lastWork >= r.pollMs) {
+        r.polled = false;
+        if (e.splitEnableNotify(r.qs) !== 0) processTx(r);
+      }
+      if (r.polled) left++;
+    }
+    if (left === 0 || performance.now() - t0 >= SPIN_SLICE_MS) return;
+  }
+}
+
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
@@ -591,11 +630,13 @@ async function run(): Promise<void> {
     pfd.writeInt16LE(0, 6);
     slotRing[n++] = undefined;
     let anyPending = false;
+    polledRings.length = 0;
     for (const p of byKey.values()) {
       if (p.paused) continue;
       for (const r of p.tx) {
         if (!r || !r.enabled || r.broken) continue;
         if (r.pending) anyPending = true;
+        if (r.polled) polledRings.push(r);
         if (r.kickFd < 0 || n >= MAX_POLL) continue;
         pfd.writeInt32LE(r.kickFd, n * POLL_SLOT);
         pfd.writeInt16LE(POLLIN, n * POLL_SLOT + 4);
@@ -603,7 +644,7 @@ async function run(): Promise<void> {
         slotRing[n++] = r;
       }
     }
-    const ready = pollFds(pfd, n, anyPending ? 0 : -1);
+    const ready = pollFds(pfd, n, anyPending || polledRings.length > 0 ? 0 : -1);
     if (Atomics.load(ctlWord, 0) !== 0) break;
     if (ready > 0 && pfd.readInt16LE(6) !== 0) {
       eventfdDrain(data.ctlFd);
@@ -629,6 +670,7 @@ async function run(): Promise<void> {
         for (const r of p.tx) if (r?.pending) processTx(r);
       }
     }
+    if (polledRings.length) spinPolled();
   }
   events.close();
   data.control.close();
@@ -679,6 +721,9 @@ const api: NetWorkerApi = {
         broken: false,
         batch: Math.max(1, Math.min(s.batch, 1024)),
         pending: false,
+        pollMs: s.pollUs / 1000,
+        polled: false,
+        lastWork: 0,
         out: deviceArea(s.queue),
         port: p,
       };
