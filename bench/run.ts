@@ -15,7 +15,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { drive, type DriveReport } from '../src/cli/drive.js';
 import { Backend, killAllBackends, refuseNewBackends, type BackendOptions } from './backend.js';
-import { blkCleanup, blkDefaults, formatBlkResults, parseOursWorkers, refuseNewBlkProcs, runBlkBench, writeBlkResults, type BlkBenchResults } from './blk.js';
+import { blkCleanup, blkDefaults, formatBlkResults, parseGuestRounds, parseOursWorkers, refuseNewBlkProcs, runBlkBench, writeBlkResults, type BlkBenchResults } from './blk.js';
 import { buildPingPong, runPingPong } from './c-baseline.js';
 import { formatNetResults, netCleanup, netDefaults, refuseNewNetProcs, runNetBench, writeNetResults } from './net.js';
 import { resultsRoot } from './paths.js';
@@ -49,6 +49,8 @@ const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rou
   --guest       blk also in a QEMU TCG guest with fio (slow: four guest boots)
   --guest-seconds S
                 fio seconds per job in the guest (default 5)
+  --guest-rounds N
+                guest rounds of ours, QSD, ours grouped (4 queues in one worker); medians (default 3; 1 with --quick)
   --no-net      skip the net comparison (testpmd virtio-user: ours vs DPDK's vhost PMD)
   --net-only    run only the net comparison (standalone with more options: node build/out/bench/net.js --help)
 `;
@@ -203,6 +205,7 @@ async function main(): Promise<void> {
       'blk-rounds': { type: 'string' },
       guest: { type: 'boolean' },
       'guest-seconds': { type: 'string' },
+      'guest-rounds': { type: 'string' },
       'ours-workers': { type: 'string' },
       'no-net': { type: 'boolean' },
       'net-only': { type: 'boolean' },
@@ -230,7 +233,7 @@ async function main(): Promise<void> {
   if (!(Number.isInteger(guestSeconds) && guestSeconds >= 1 && guestSeconds <= 120)) throw new Error(`--guest-seconds must be an integer 1..120, got '${values['guest-seconds']}'`);
   const oursWorkers = parseOursWorkers(values['ours-workers']);
   const runBlk = async (): Promise<BlkBenchResults> =>
-    runBlkBench({ seconds: blkSeconds, rounds: blkRounds, quick, guest: values.guest ?? false, guestSeconds, oursWorkers, tmpDir: tmpDir!, progress });
+    runBlkBench({ seconds: blkSeconds, rounds: blkRounds, quick, guest: values.guest ?? false, guestSeconds, guestRounds: parseGuestRounds(values['guest-rounds']), oursWorkers, tmpDir: tmpDir!, progress });
 
   const cpus = os.cpus().length;
   const startedAt = new Date();
