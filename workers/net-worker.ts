@@ -472,11 +472,11 @@ function forwardBatch(sp: number, u8: Uint8Array, u32: Uint32Array, qs: number, 
     if (((s0 >>> 24) & 1) === 0) {
       const gen = macs.generation;
       if (s0 !== learnK0 || s1 !== learnK1 || sp !== learnPort || gen !== learnGen) {
-        macs.learn(s0, s1, sp);
         learnK0 = s0;
         learnK1 = s1;
         learnPort = sp;
-        learnGen = macs.generation;
+        // a write of ours moves the generation on too: the next frame confirms the entry once more
+        learnGen = macs.learn(s0, s1, sp) ? -1 : gen;
       }
     }
     const d0 = u32[w + NTX_DST0 / 4]! | 0;
