@@ -15,7 +15,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { drive, type DriveReport } from '../src/cli/drive.js';
 import { Backend, killAllBackends, refuseNewBackends, type BackendOptions } from './backend.js';
-import { blkCleanup, blkDefaults, formatBlkResults, parseGuestRounds, parseOursWorkers, refuseNewBlkProcs, runBlkBench, writeBlkResults, type BlkBenchResults } from './blk.js';
+import { blkCleanup, blkDefaults, formatBlkResults, GUEST_SECONDS_DEFAULT, parseGuestRounds, parseOursWorkers, refuseNewBlkProcs, runBlkBench, writeBlkResults, type BlkBenchResults } from './blk.js';
 import { buildPingPong, runPingPong } from './c-baseline.js';
 import { formatNetResults, netCleanup, netDefaults, refuseNewNetProcs, runNetBench, writeNetResults } from './net.js';
 import { resultsRoot } from './paths.js';
@@ -48,7 +48,7 @@ const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rou
                 blk: spread our back-end's queues over W queue workers (default: one per queue)
   --guest       blk also in a QEMU TCG guest with fio (slow: four guest boots)
   --guest-seconds S
-                fio seconds per job in the guest (default 5)
+                fio seconds per job in the guest (default 15: steady state, not the back-ends' warm-up)
   --guest-rounds N
                 guest rounds of ours, QSD, ours grouped (4 queues in one worker); medians (default 3; 1 with --quick)
   --no-net      skip the net comparison (testpmd virtio-user: ours vs DPDK's vhost PMD)
@@ -227,7 +227,7 @@ async function main(): Promise<void> {
   const bd = blkDefaults(quick);
   const blkSeconds = Number(values['blk-seconds'] ?? bd.seconds);
   const blkRounds = Number(values['blk-rounds'] ?? bd.rounds);
-  const guestSeconds = Number(values['guest-seconds'] ?? 5);
+  const guestSeconds = Number(values['guest-seconds'] ?? GUEST_SECONDS_DEFAULT);
   if (!(blkSeconds > 0 && blkSeconds <= 600)) throw new Error(`--blk-seconds must be in (0, 600], got '${values['blk-seconds']}'`);
   if (!(Number.isInteger(blkRounds) && blkRounds >= 1 && blkRounds <= 20)) throw new Error(`--blk-rounds must be an integer 1..20, got '${values['blk-rounds']}'`);
   if (!(Number.isInteger(guestSeconds) && guestSeconds >= 1 && guestSeconds <= 120)) throw new Error(`--guest-seconds must be an integer 1..120, got '${values['guest-seconds']}'`);
