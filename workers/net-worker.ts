@@ -423,7 +423,7 @@ function toPort(d: number, frameLen: number, pair: number): void {
 }
 
 // one-entry caches in front of the shared MAC table: a sender's frames mostly repeat the last source and
-// destination; an entry holds while the table's write generation is unchanged
+// destination; an entry holds while the table's write generation is unchanged (learnGen -1: confirm again)
 let learnK0 = 0;
 let learnK1 = 0;
 let learnPort = -1;
@@ -446,6 +446,9 @@ function forwardBatch(sp: number, u8: Uint8Array, u32: Uint32Array, qs: number, 
   let frames = 0;
   let bytes = 0;
   let invalid = 0;
+  // the MAC table's write generation, read once per batch: the batch sees the table as of its start (and its own
+  // writes); a move another worker makes meanwhile counts from the next batch
+  let gen = macs.generation;
   for (let c = 0; c < n; c++) {
     const at = out + c * NTX_BYTES;
     const w = at >>> 2;
@@ -469,21 +472,22 @@ function forwardBatch(sp: number, u8: Uint8Array, u32: Uint32Array, qs: number, 
     fCsum = -1;
     const s0 = u32[w + NTX_SRC0 / 4]! | 0;
     const s1 = u32[w + NTX_SRC1 / 4]! | 0;
-    if (((s0 >>> 24) & 1) === 0) {
-      const gen = macs.generation;
-      if (s0 !== learnK0 || s1 !== learnK1 || sp !== learnPort || gen !== learnGen) {
-        learnK0 = s0;
-        learnK1 = s1;
-        learnPort = sp;
-        // a write of ours moves the generation on too: the next frame confirms the entry once more
-        learnGen = macs.learn(s0, s1, sp) ? -1 : gen;
+    if (((s0 >>> 24) & 1) === 0 && (s0 !== learnK0 || s1 !== learnK1 || sp !== learnPort || gen !== learnGen)) {
+      learnK0 = s0;
+      learnK1 = s1;
+      learnPort = sp;
+      learnGen = gen;
+      if (macs.learn(s0, s1, sp)) {
+        // our own write moved the generation on; the next frame confirms the entry once more (a write of another
+        // worker may have come between ours and this read)
+        gen = macs.generation;
+        learnGen = -1;
       }
     }
     const d0 = u32[w + NTX_DST0 / 4]! | 0;
     let d = -1;
     if (((d0 >>> 24) & 1) === 0) {
       const d1 = u32[w + NTX_DST1 / 4]! | 0;
-      const gen = macs.generation;
       if (d0 !== seenK0 || d1 !== seenK1 || gen !== seenGen) {
         seenPort = macs.lookup(d0, d1);
         seenK0 = d0;
