@@ -142,6 +142,8 @@ interface Port {
   engine: EngineExports;
   sw: NetSwitchWasm;
   views: LinearViews;
+  /** batchNo when views were last refreshed */
+  viewsBatch: number;
   paused: boolean;
   caps: number;
   hdrLen: number;
@@ -303,7 +305,11 @@ function patchAt(dU8: Uint8Array, dU32: Uint32Array, out: number, k: number, pos
 
 /** Take RX buffers of `ring` (lock held) and copy the frame in; true when it was delivered. */
 function deliverLocked(dp: Port, ring: RxRing, frameLen: number, flags: number, csumStart: number, csumOff: number, patch: number): boolean {
-  const v = dp.views.refresh();
+  if (dp.viewsBatch !== batchNo) {
+    dp.views.refresh();
+    dp.viewsBatch = batchNo;
+  }
+  const v = dp.views;
   if (v.u32[(ring.qs + QS_ERROR) >>> 2] !== 0) {
     ring.broken = true; // another worker found it broken and reported it
     return false;
@@ -330,6 +336,26 @@ function deliverLocked(dp: Port, ring: RxRing, frameLen: number, flags: number, 
   bump(dp.port, ST_RX_BYTES, frameLen);
   bump(dp.port, ST_RX_PAIR + ring.pair);
   return true;
+}
+
+// ---- the RX ring lock a batch holds: frames of one batch mostly go to the same ring, so a lock taken for one frame
+// is kept for the next ones and released when the batch moves to another ring or ends (before flushDirty, which
+// takes the locks of the rings it publishes). One held at a time: no lock order to get wrong.
+let held: RxRing | undefined;
+/** bumped per TX batch: a receiving port's memory views are refreshed once per batch */
+let batchNo = 0;
+
+function hold(r: RxRing): void {
+  if (held === r) return;
+  if (held) unlock(held.lock);
+  held = undefined;
+  lock(r.lock);
+  held = r;
+}
+
+function release(): void {
+  if (held) unlock(held.lock);
+  held = undefined;
 }
 
 function markDirty(r: RxRing): void {
@@ -412,14 +438,8 @@ function toPort(d: number, frameLen: number, pair: number): void {
   } else {
     flags = fFlags & F.VIRTIO_NET_HDR_F_NEEDS_CSUM;
   }
-  let delivered = false;
-  lock(ring.lock);
-  try {
-    delivered = deliverLocked(dp, ring, frameLen, flags, csumStart, csumOff, patch);
-  } finally {
-    unlock(ring.lock);
-  }
-  if (delivered && action === F.OFFLOAD_CSUM) bump(d, ST_RX_CSUM_FIXED);
+  hold(ring);
+  if (deliverLocked(dp, ring, frameLen, flags, csumStart, csumOff, patch) && action === F.OFFLOAD_CSUM) bump(d, ST_RX_CSUM_FIXED);
 }
 
 // one-entry caches in front of the shared MAC table: a sender's frames mostly repeat the last source and
@@ -443,12 +463,22 @@ function forwardBatch(sp: number, u8: Uint8Array, u32: Uint32Array, qs: number, 
   sQs = qs;
   sHdrLen = hdrLen;
   spansOf = -1;
+  // the MAC table's write generation, read once per batch: the batch sees the table as of its start (and its own
+  // writes); a move another worker makes meanwhile counts from the next batch
+  const gen = macs.generation;
+  batchNo++;
+  try {
+    forwardFrames(sp, u8, u32, out, n, pair, gen);
+  } finally {
+    release();
+  }
+}
+
+/** The frame loop of forwardBatch. */
+function forwardFrames(sp: number, u8: Uint8Array, u32: Uint32Array, out: number, n: number, pair: number, gen: number): void {
   let frames = 0;
   let bytes = 0;
   let invalid = 0;
-  // the MAC table's write generation, read once per batch: the batch sees the table as of its start (and its own
-  // writes); a move another worker makes meanwhile counts from the next batch
-  let gen = macs.generation;
   for (let c = 0; c < n; c++) {
     const at = out + c * NTX_BYTES;
     const w = at >>> 2;
@@ -689,6 +719,7 @@ const api: NetWorkerApi = {
       port: a.port,
       engine: instantiateEngine(data.module, a.memory),
       sw: instantiateNetSwitch(data.netModule, a.memory),
+      viewsBatch: -1,
       views: new LinearViews(a.memory),
       paused: false,
       caps: 0,
