@@ -12,7 +12,9 @@
  *   txonly  front-end -> back-end. DPDK: the vhost PMD in rxonly. Rate: the front-end's TX-packets delta (testpmd
  *           counts what its TX ring accepted, which the back-end bounds: a full ring takes nothing).
  *           ours, 1 port: the frames have nowhere to go and are dropped after the TX ring is processed (what the
- *           back-end's TX path costs; no copy, where the vhost PMD copies every frame into an mbuf).
+ *           back-end's TX path costs; no copy, where the vhost PMD copies every frame into an mbuf). Also run with
+ *           `vhost-wasm net --poll-us 50` (labelled): the drained TX ring is polled 50 us before its kicks are
+ *           re-armed, so the front-end stops paying an eventfd write per burst (the vhost PMD never asks for kicks).
  *           ours, 2 ports: one testpmd with two virtio-user ports on ports A and B in flowgen mode (each port
  *           sends, and frees what it receives), so the switch copies every frame into the other port's RX buffers
  *           and nothing else shares the CPUs. Rate: TX-packets of both ports; also shown: their RX-packets.

@@ -258,12 +258,13 @@ function ringError(r: { q: number; broken: boolean; errFd: number; port: Port },
   post(r.port.key, { type: 'ring-error', queue: r.q, code, detail });
 }
 
+const SHORT_COPY = 64;
+
 /** n bytes from src[sa..] to dst[da..]: short runs byte by byte (a subarray per copy costs more than the loop). */
 function copyBytes(src: Uint8Array, sa: number, dst: Uint8Array, da: number, n: number): void {
   if (n <= SHORT_COPY) for (let j = 0; j < n; j++) dst[da + j] = src[sa + j]!;
   else dst.set(src.subarray(sa, sa + n), da);
 }
-const SHORT_COPY = 64;
 
 /** The frame (source spans) into the k destination spans netRxPlace left at `out` of the receiver's memory. */
 function copyToSpans(dU8: Uint8Array, dU32: Uint32Array, out: number, k: number): void {
