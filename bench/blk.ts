@@ -8,8 +8,12 @@
  *    ours / mean IOPS of QSD. Headline: 4 queues randread, target >= 1.5.
  * 2. Guest (`--guest` only, slow): a QEMU TCG guest runs fio 4k randread and randwrite, iodepth 32, one job
  *    per queue, 1 and 4 queues, on each back-end in turn; target: ratio >= 1.0 (the emulated guest bounds both).
+ *    Rounds (--guest-rounds, default 3) boot ours with the default mapping (one worker per queue), QSD, and with
+ *    4 queues ours grouped (every queue in one worker, --queue-map 0,0,0,0), interleaved; medians, both ratios.
+ *    Why both: the TCG vCPU threads and the back-end share the CPUs; on a small machine four worker threads (each
+ *    its own V8 isolate, JIT-warmed and woken separately) take CPU time from the guest that one worker does not.
  *
- * Runnable alone: node build/out/bench/blk.js [--quick] [--seconds S] [--rounds N] [--guest] [--json]
+ * Runnable alone: node build/out/bench/blk.js [--quick] [--seconds S] [--rounds N] [--guest] [--guest-rounds N] [--json]
  * (npm run bench runs it after the null-device suite).
  */
 import fs from 'node:fs';
@@ -24,6 +28,13 @@ import { resultsRoot } from './paths.js';
 
 export const BLK_HEADLINE_TARGET = 1.5;
 export const BLK_GUEST_TARGET = 1.0;
+/**
+ * fio seconds per guest job. Long enough that the comparison is of steady states: a back-end process that starts
+ * per boot spends its first seconds of I/O JIT-compiling (on the CPUs the TCG vCPUs need); QSD has no warm-up.
+ * Measured here, 1 queue, one run each on a loaded 2-CPU machine: 5 s runs ours/QSD 0.74 (read) 0.54 (write), 20 s runs
+ * 1.17 and 0.95.
+ */
+export const GUEST_SECONDS_DEFAULT = 15;
 const IMAGE_BYTES = 256 << 20;
 const BS = 4096;
 const IODEPTH = 32;
@@ -48,6 +59,8 @@ export interface BlkBenchOptions {
   frontend?: boolean;
   /** fio seconds per job in the guest */
   guestSeconds: number;
+  /** guest rounds: each boots ours (default queue mapping), QSD and, with several queues, ours grouped (default 3; 1 with --quick) */
+  guestRounds?: number;
   /** our back-end's queue workers (default: the CLI's, one per queue); queues are spread with --queue-map */
   oursWorkers?: number;
   /** scratch directory (sockets, the guest's initrd copy) */
@@ -91,15 +104,38 @@ export interface BlkFrontendScenario {
   pass?: boolean;
 }
 
+/** One guest round of one queue count: every back-end configuration boots the same guest in turn. */
+export interface BlkGuestRound {
+  round: number;
+  ours?: GuestFioResult;
+  /** ours with every queue in one queue worker (--queue-map 0,0,...): only with several queues */
+  oursGrouped?: GuestFioResult;
+  qsd?: GuestFioResult;
+}
+
 export interface BlkGuestScenario {
   queues: number;
   jobs: number;
-  ours?: GuestFioResult;
-  qsd?: GuestFioResult;
+  /** our command's queue mapping: 'one worker per queue' (the default), or the --ours-workers spread */
+  oursMapping: string;
+  rounds: BlkGuestRound[];
+  /** medians over the rounds (IOPS) */
+  oursRandreadIops?: number;
+  oursRandwriteIops?: number;
+  groupedRandreadIops?: number;
+  groupedRandwriteIops?: number;
+  qsdRandreadIops?: number;
+  qsdRandwriteIops?: number;
+  /** median ours / median QSD: ours as configured (default mapping) */
   randreadRatio?: number;
   randwriteRatio?: number;
+  /** median ours grouped / median QSD */
+  groupedRandreadRatio?: number;
+  groupedRandwriteRatio?: number;
   target: number;
+  /** the default mapping meets the target in both */
   pass?: boolean;
+  groupedPass?: boolean;
 }
 
 export interface BlkBenchResults {
@@ -113,7 +149,7 @@ export interface BlkBenchResults {
   qsd: { binary?: string; version?: string; aio?: QsdAio; aioFallback?: string; ioUringFds?: number; commands: string[][]; error?: string };
   frontend: BlkFrontendScenario[];
   headline: { scenario: string; ratio?: number; target: number; pass?: boolean };
-  guest?: { ok: boolean; error?: string; seconds: number; scenarios: BlkGuestScenario[] };
+  guest?: { ok: boolean; error?: string; seconds: number; rounds: number; scenarios: BlkGuestScenario[] };
   errors: string[];
 }
 
@@ -269,8 +305,18 @@ export async function runBlkBench(o: BlkBenchOptions): Promise<BlkBenchResults> 
   return r;
 }
 
+const median = (xs: number[]): number | undefined => {
+  if (!xs.length) return undefined;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1]! + s[m]!) / 2;
+};
+
+type GuestConfig = 'ours' | 'oursGrouped' | 'qsd';
+
 async function guestSection(o: BlkBenchOptions, image: string, qsdBinary: string | undefined, r: BlkBenchResults): Promise<NonNullable<BlkBenchResults['guest']>> {
-  const g: NonNullable<BlkBenchResults['guest']> = { ok: false, seconds: o.guestSeconds, scenarios: [] };
+  const rounds = o.guestRounds ?? (o.quick ? 1 : 3);
+  const g: NonNullable<BlkBenchResults['guest']> = { ok: false, seconds: o.guestSeconds, rounds, scenarios: [] };
   const avail = guestFioAvailable();
   if (!avail.ok) {
     g.error = avail.reason;
@@ -283,45 +329,69 @@ async function guestSection(o: BlkBenchOptions, image: string, qsdBinary: string
     return g;
   }
   const initrd = makeBenchInitrd(o.tmpDir);
+  const mapping = (queues: number): string => (o.oursWorkers && o.oursWorkers < queues ? `${o.oursWorkers} worker(s), --queue-map` : 'one worker per queue');
+  for (const queues of QUEUE_COUNTS) g.scenarios.push({ queues, jobs: queues, oursMapping: mapping(queues), rounds: [], target: BLK_GUEST_TARGET });
   try {
-    for (const queues of QUEUE_COUNTS) {
-      const sc: BlkGuestScenario = { queues, jobs: queues, target: BLK_GUEST_TARGET };
-      for (const name of ['ours', 'qsd'] as const) {
-        const sock = path.join(o.tmpDir, `guest-${name}-${queues}.sock`);
-        o.progress(`blk guest ${queues}q on ${name}: boot, fio randread + randwrite ${o.guestSeconds} s each`);
-        let server: SocketServer | undefined;
-        let res: GuestFioResult;
-        try {
-          server = name === 'ours' ? await SocketServer.start(oursCommand(sock, image, queues, o.oursWorkers), sock) : (await startQsd(qsdBinary, sock, image, queues, r.qsd.aio ?? 'io_uring')).server;
-          const cpu0 = server.cpuSeconds();
-          res = await runGuestFio({ qemu: avail.qemu!, initrd, socketPath: sock, queues, jobs: queues, seconds: o.guestSeconds });
-          const cpu1 = server.cpuSeconds();
-          if (cpu0 !== undefined && cpu1 !== undefined) res.backendCpuSeconds = cpu1 - cpu0;
-          if (!server.alive) res = { ...res, ok: false, error: `back-end died (${server.describeExit()}): ${server.log}` };
-        } catch (e) {
-          res = { ok: false, durationMs: 0, error: errMsg(e) };
-        } finally {
-          await server?.stop();
+    // rounds outermost: a slow spell of the machine hits every configuration of a round alike
+    for (let round = 1; round <= rounds; round++) {
+      for (const sc of g.scenarios) {
+        const queues = sc.queues;
+        const rr: BlkGuestRound = { round };
+        // interleaved: ours, QSD, ours grouped (one worker for every queue: fewer threads beside the vCPUs)
+        const configs: GuestConfig[] = queues > 1 && (o.oursWorkers === undefined || o.oursWorkers > 1) ? ['ours', 'qsd', 'oursGrouped'] : ['ours', 'qsd'];
+        for (const name of configs) {
+          const sock = path.join(o.tmpDir, `guest-${name}-${queues}.sock`);
+          const label = name === 'oursGrouped' ? 'ours grouped (1 worker)' : name;
+          o.progress(`blk guest round ${round}/${rounds} ${queues}q on ${label}: boot, fio randread + randwrite ${o.guestSeconds} s each`);
+          let server: SocketServer | undefined;
+          let res: GuestFioResult;
+          try {
+            server =
+              name === 'qsd'
+                ? (await startQsd(qsdBinary, sock, image, queues, r.qsd.aio ?? 'io_uring')).server
+                : await SocketServer.start(oursCommand(sock, image, queues, name === 'oursGrouped' ? 1 : o.oursWorkers), sock);
+            const cpu0 = server.cpuSeconds();
+            res = await runGuestFio({ qemu: avail.qemu!, initrd, socketPath: sock, queues, jobs: queues, seconds: o.guestSeconds });
+            const cpu1 = server.cpuSeconds();
+            if (cpu0 !== undefined && cpu1 !== undefined) res.backendCpuSeconds = cpu1 - cpu0;
+            if (!server.alive) res = { ...res, ok: false, error: `back-end died (${server.describeExit()}): ${server.log}` };
+          } catch (e) {
+            res = { ok: false, durationMs: 0, error: errMsg(e) };
+          } finally {
+            await server?.stop();
+          }
+          rr[name] = res;
+          if (res.ok)
+            o.progress(
+              `  ${label}: randread ${res.randreadIops} IOPS, randwrite ${res.randwriteIops} IOPS; guest interrupts ${res.randreadIrqs} / ${res.randwriteIrqs}; ` +
+                `back-end CPU ${res.backendCpuSeconds?.toFixed(1)} s (${(res.durationMs / 1000).toFixed(0)} s)`,
+            );
+          else {
+            o.progress(`  ${label} FAILED: ${res.error?.split('\n')[0]}`);
+            r.errors.push(`guest round ${round} ${queues}q ${label}: ${res.error}`);
+          }
         }
-        sc[name] = res;
-        if (res.ok)
-          o.progress(
-            `  ${name}: randread ${res.randreadIops} IOPS, randwrite ${res.randwriteIops} IOPS; guest interrupts ${res.randreadIrqs} / ${res.randwriteIrqs}; ` +
-              `back-end CPU ${res.backendCpuSeconds?.toFixed(1)} s (${(res.durationMs / 1000).toFixed(0)} s)`,
-          );
-        else {
-          o.progress(`  ${name} FAILED: ${res.error?.split('\n')[0]}`);
-          r.errors.push(`guest ${queues}q ${name}: ${res.error}`);
-        }
+        sc.rounds.push(rr);
       }
-      if (sc.ours?.ok && sc.qsd?.ok) {
-        sc.randreadRatio = sc.ours.randreadIops! / sc.qsd.randreadIops!;
-        sc.randwriteRatio = sc.ours.randwriteIops! / sc.qsd.randwriteIops!;
-        sc.pass = sc.randreadRatio >= BLK_GUEST_TARGET && sc.randwriteRatio >= BLK_GUEST_TARGET;
-      }
-      g.scenarios.push(sc);
     }
-    g.ok = g.scenarios.every((s) => s.ours?.ok && s.qsd?.ok);
+    for (const sc of g.scenarios) {
+      const med = (c: GuestConfig, k: 'randreadIops' | 'randwriteIops'): number | undefined => median(sc.rounds.flatMap((x) => (x[c]?.ok ? [x[c][k]!] : [])));
+      sc.oursRandreadIops = med('ours', 'randreadIops');
+      sc.oursRandwriteIops = med('ours', 'randwriteIops');
+      sc.groupedRandreadIops = med('oursGrouped', 'randreadIops');
+      sc.groupedRandwriteIops = med('oursGrouped', 'randwriteIops');
+      sc.qsdRandreadIops = med('qsd', 'randreadIops');
+      sc.qsdRandwriteIops = med('qsd', 'randwriteIops');
+      const ratio = (a: number | undefined, b: number | undefined): number | undefined => (a !== undefined && b ? a / b : undefined);
+      sc.randreadRatio = ratio(sc.oursRandreadIops, sc.qsdRandreadIops);
+      sc.randwriteRatio = ratio(sc.oursRandwriteIops, sc.qsdRandwriteIops);
+      sc.groupedRandreadRatio = ratio(sc.groupedRandreadIops, sc.qsdRandreadIops);
+      sc.groupedRandwriteRatio = ratio(sc.groupedRandwriteIops, sc.qsdRandwriteIops);
+      if (sc.randreadRatio !== undefined && sc.randwriteRatio !== undefined) sc.pass = sc.randreadRatio >= BLK_GUEST_TARGET && sc.randwriteRatio >= BLK_GUEST_TARGET;
+      if (sc.groupedRandreadRatio !== undefined && sc.groupedRandwriteRatio !== undefined)
+        sc.groupedPass = sc.groupedRandreadRatio >= BLK_GUEST_TARGET && sc.groupedRandwriteRatio >= BLK_GUEST_TARGET;
+    }
+    g.ok = g.scenarios.every((s) => s.rounds.length === rounds && s.rounds.every((x) => x.ours?.ok && x.qsd?.ok && (s.queues === 1 || !x.oursGrouped || x.oursGrouped.ok)));
   } finally {
     fs.rmSync(initrd, { force: true });
   }
@@ -375,15 +445,38 @@ export function formatBlkResults(r: BlkBenchResults, jsonPath?: string): string 
     const g = r.guest;
     if (g.error && !g.scenarios.length) out.push(`guest fio: not run: ${g.error}`);
     else {
-      out.push(`QEMU TCG guest, fio 4k iodepth 32, one job per queue, ${g.seconds} s per job (IOPS; ratio target >= ${BLK_GUEST_TARGET}):`);
+      out.push(
+        `QEMU TCG guest, fio 4k iodepth 32, one job per queue, ${g.seconds} s per job, ${g.rounds} round(s) interleaved ours, QSD, ours grouped; ` +
+          `medians (IOPS; ratio target >= ${BLK_GUEST_TARGET}):`,
+      );
+      out.push(`  ours = the default mapping (${g.scenarios[0]?.oursMapping ?? 'one worker per queue'}); grouped = every queue in one worker (--queue-map 0,0,0,0)`);
+      const perRound = (s: BlkGuestScenario, c: GuestConfig, key: 'randreadIops' | 'randwriteIops'): string =>
+        s.rounds.map((x) => (x[c] === undefined ? '-' : x[c].ok ? String(x[c][key]) : 'FAIL')).join(' / ');
       const grows = g.scenarios.flatMap((s) =>
         (['randread', 'randwrite'] as const).map((rw) => {
           const key = rw === 'randread' ? 'randreadIops' : 'randwriteIops';
-          const ratio = rw === 'randread' ? s.randreadRatio : s.randwriteRatio;
-          return [`${s.queues}q ${rw}`, s.ours?.ok ? String(s.ours[key]) : 'FAILED', s.qsd?.ok ? String(s.qsd[key]) : 'FAILED', F(ratio, 2), ratio === undefined ? '' : verdict(ratio >= BLK_GUEST_TARGET)];
+          const R = rw === 'randread' ? 'Randread' : 'Randwrite';
+          const ratio = s[`${rw}Ratio`];
+          const gratio = s[`grouped${R}Ratio`];
+          const grouped = s.queues > 1;
+          return [
+            `${s.queues}q ${rw}`,
+            F(s[`ours${R}Iops`], 0),
+            grouped ? F(s[`grouped${R}Iops`], 0) : '(= ours)',
+            F(s[`qsd${R}Iops`], 0),
+            ratio === undefined ? '-' : `${F(ratio, 2)} ${verdict(ratio >= BLK_GUEST_TARGET)}`,
+            grouped ? (gratio === undefined ? '-' : `${F(gratio, 2)} ${verdict(gratio >= BLK_GUEST_TARGET)}`) : '',
+            perRound(s, 'ours', key),
+            grouped ? perRound(s, 'oursGrouped', key) : '',
+            perRound(s, 'qsd', key),
+          ];
         }),
       );
-      out.push(...table(['scenario', 'ours', 'QSD', 'ours/QSD', ''], grows).map((l) => '  ' + l));
+      out.push(
+        ...table(['scenario', 'ours', 'ours grouped', 'QSD', 'ours/QSD', 'grouped/QSD', 'ours per round', 'grouped per round', 'QSD per round'], grows).map((l) => '  ' + l),
+      );
+      const cpu = (c: GuestConfig): string => F(median(g.scenarios.flatMap((s) => s.rounds.flatMap((x) => (x[c]?.ok && x[c].backendCpuSeconds !== undefined && s.queues > 1 ? [x[c].backendCpuSeconds] : [])))), 1);
+      out.push(`  back-end CPU seconds per 4-queue boot (median): ours ${cpu('ours')}, ours grouped ${cpu('oursGrouped')}, QSD ${cpu('qsd')}`);
     }
   }
   if (r.errors.length) {
@@ -405,6 +498,14 @@ export function writeBlkResults(r: BlkBenchResults, dir: string): string | undef
     r.errors.push(`writing results: ${errMsg(e)}`);
     return undefined;
   }
+}
+
+/** --guest-rounds N: an integer 1..20, or undefined (the default). */
+export function parseGuestRounds(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 20) throw new Error(`--guest-rounds must be an integer 1..20, got '${v}'`);
+  return n;
 }
 
 /** --ours-workers W: an integer 1..32, or undefined. */
@@ -433,13 +534,14 @@ async function main(): Promise<void> {
       guest: { type: 'boolean' },
       'guest-only': { type: 'boolean' },
       'guest-seconds': { type: 'string' },
+      'guest-rounds': { type: 'string' },
       'ours-workers': { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
-    process.stdout.write('usage: node build/out/bench/blk.js [--quick] [--seconds S] [--rounds N] [--guest | --guest-only] [--guest-seconds S] [--ours-workers W] [--json]\n');
+    process.stdout.write('usage: node build/out/bench/blk.js [--quick] [--seconds S] [--rounds N] [--guest | --guest-only] [--guest-seconds S] [--guest-rounds N] [--ours-workers W] [--json]\n');
     return;
   }
   const quick = values.quick ?? false;
@@ -459,12 +561,14 @@ async function main(): Promise<void> {
   const d = blkDefaults(quick);
   const seconds = Number(values.seconds ?? d.seconds);
   const rounds = Number(values.rounds ?? d.rounds);
-  const guestSeconds = Number(values['guest-seconds'] ?? 5);
+  const guestSeconds = Number(values['guest-seconds'] ?? GUEST_SECONDS_DEFAULT);
   if (!(seconds > 0 && seconds <= 600)) throw new Error(`--seconds must be in (0, 600], got '${values.seconds}'`);
   if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= 20)) throw new Error(`--rounds must be an integer 1..20, got '${values.rounds}'`);
   if (!(Number.isInteger(guestSeconds) && guestSeconds >= 1 && guestSeconds <= 120)) throw new Error(`--guest-seconds must be an integer 1..120, got '${values['guest-seconds']}'`);
   const oursWorkers = parseOursWorkers(values['ours-workers']);
+  const guestRounds = parseGuestRounds(values['guest-rounds']);
   const r = await runBlkBench({
+    guestRounds,
     seconds,
     rounds,
     oursWorkers,

@@ -12,7 +12,9 @@
  *   txonly  front-end -> back-end. DPDK: the vhost PMD in rxonly. Rate: the front-end's TX-packets delta (testpmd
  *           counts what its TX ring accepted, which the back-end bounds: a full ring takes nothing).
  *           ours, 1 port: the frames have nowhere to go and are dropped after the TX ring is processed (what the
- *           back-end's TX path costs; no copy, where the vhost PMD copies every frame into an mbuf).
+ *           back-end's TX path costs; no copy, where the vhost PMD copies every frame into an mbuf). Also run with
+ *           `vhost-wasm net --poll-us 50` (labelled): the drained TX ring is polled 50 us before its kicks are
+ *           re-armed, so the front-end stops paying an eventfd write per burst (the vhost PMD never asks for kicks).
  *           ours, 2 ports: one testpmd with two virtio-user ports on ports A and B in flowgen mode (each port
  *           sends, and frees what it receives), so the switch copies every frame into the other port's RX buffers
  *           and nothing else shares the CPUs. Rate: TX-packets of both ports; also shown: their RX-packets.
@@ -69,7 +71,9 @@ const FE_CPU = 0;
 const BE_CPU = 1;
 
 export type NetMode = 'txonly' | 'rxonly' | 'io';
-export type NetOursVariant = '1port' | '2port';
+export type NetOursVariant = '1port' | '1port-poll' | '2port';
+/** the polled variant of the headline: `vhost-wasm net --poll-us NET_POLL_US` (kicks stay off while frames keep coming) */
+export const NET_POLL_US = 50;
 
 /** Seconds per run, warm-up, rounds: short runs, several rounds, against a noisy machine. */
 export function netDefaults(quick: boolean): { seconds: number; rounds: number; warmup: number } {
@@ -160,6 +164,8 @@ export interface NetBenchResults {
   headline: { scenario: string; target: number; ratio?: number; dpdkMpps?: number; oursMpps?: number; pass?: boolean; roundRatios?: number[]; unstarvedRatio?: number;
     /** which rounds `pass` comes from: all; only those where no spinning lcore was starved of CPU; or every round was */
     verdictFrom?: 'all rounds' | 'unstarved rounds' | 'starved rounds only';
+    /** the same scenario with the back-end started with --poll-us NET_POLL_US (a labelled second figure) */
+    polled?: { scenario: string; pollUs: number; oursMpps?: number; ratio?: number; roundRatios?: number[]; pass?: boolean };
   };
   errors: string[];
 }
@@ -299,6 +305,9 @@ interface Rigs {
   /** ours, 1 port */
   be1: NetBackend;
   f1: Testpmd;
+  /** ours, 1 port, --poll-us */
+  be1p: NetBackend;
+  f1p: Testpmd;
   /** ours, 2 ports, rxonly: front-end A (FE_CPU), generator B (lcore on BE_CPU under SCHED_IDLE, beside our back-end) */
   be2: NetBackend;
   fa: Testpmd;
@@ -325,22 +334,24 @@ async function startRigs(tools: NetTools, dir: string, started: RigProc[], progr
     return rs.map((x) => (x as PromiseFulfilledResult<unknown>).value) as T;
   };
   progress(`net: starting the back-ends (DPDK vhost PMD testpmd, 3x vhost-wasm net on CPU ${BE_CPU})`);
-  const [vh, be1, be2, be3] = await all<[Testpmd, NetBackend, NetBackend, NetBackend]>([
+  const [vh, be1, be1p, be2, be3] = await all<[Testpmd, NetBackend, NetBackend, NetBackend, NetBackend]>([
     track(Testpmd.start(tools, { name: 'vhost-pmd', vdevs: [`net_vhost0,iface=${sock('dpdk')},queues=1`], fwdCpu: BE_CPU, mode: 'rxonly' })),
     track(NetBackend.start(tools, [sock('ours1-a')], BE_CPU)),
+    track(NetBackend.start(tools, [sock('ours1p-a')], BE_CPU, ['--poll-us', String(NET_POLL_US)])),
     track(NetBackend.start(tools, [sock('ours2-a'), sock('ours2-b')], BE_CPU)),
     track(NetBackend.start(tools, [sock('ours3-a'), sock('ours3-b')], BE_CPU)),
   ]);
   const vu = (n: number, p: string): string => `net_virtio_user${n},path=${p},queues=1`;
-  progress('net: starting the virtio-user front-ends (5 testpmd)');
-  const [vu0, f1, fa, fb, fio] = await all<[Testpmd, Testpmd, Testpmd, Testpmd, Testpmd]>([
+  progress('net: starting the virtio-user front-ends (6 testpmd)');
+  const [vu0, f1, f1p, fa, fb, fio] = await all<[Testpmd, Testpmd, Testpmd, Testpmd, Testpmd, Testpmd]>([
     track(Testpmd.start(tools, { name: 'vu-dpdk', vdevs: [vu(0, sock('dpdk'))], fwdCpu: FE_CPU, mode: 'txonly', ethPeer: BROADCAST })),
     track(Testpmd.start(tools, { name: 'vu-ours1', vdevs: [vu(0, sock('ours1-a'))], fwdCpu: FE_CPU, mode: 'txonly', ethPeer: BROADCAST })),
+    track(Testpmd.start(tools, { name: 'vu-ours1p', vdevs: [vu(0, sock('ours1p-a'))], fwdCpu: FE_CPU, mode: 'txonly', ethPeer: BROADCAST })),
     track(Testpmd.start(tools, { name: 'vu-ours2a', vdevs: [vu(0, sock('ours2-a'))], fwdCpu: FE_CPU, mode: 'rxonly', ethPeer: BROADCAST })),
     track(Testpmd.start(tools, { name: 'vu-ours2b', vdevs: [vu(0, sock('ours2-b'))], fwdCpu: BE_CPU, mode: 'txonly', ethPeer: BROADCAST, sched: 'idle' })),
     track(Testpmd.start(tools, { name: 'vu-ours3', vdevs: [vu(0, sock('ours3-a')), vu(1, sock('ours3-b'))], fwdCpu: FE_CPU, mode: 'io', ethPeer: BROADCAST })),
   ]);
-  return { vh, vu: vu0, be1, f1, be2, fa, fb, be3, fio };
+  return { vh, vu: vu0, be1, f1, be1p, f1p, be2, fa, fb, be3, fio };
 }
 
 function commandsOf(r: Rigs, tools: NetTools): Record<string, string> {
@@ -350,6 +361,8 @@ function commandsOf(r: Rigs, tools: NetTools): Record<string, string> {
     dpdkFrontend: tp(r.vu),
     ours1Backend: r.be1.command.join(' '),
     ours1Frontend: tp(r.f1),
+    ours1PollBackend: r.be1p.command.join(' '),
+    ours1PollFrontend: tp(r.f1p),
     ours2Backend: r.be2.command.join(' '),
     ours2FrontendA: tp(r.fa),
     ours2FrontendB: `${tp(r.fb)}  (then: chrt --idle -p 0 on its forwarding lcore thread${r.fb.idleTids.length === 1 ? '' : 's'} ${r.fb.idleTids.join(', ')})`,
@@ -383,6 +396,14 @@ function newScenarios(frameLens: readonly number[], cpus: number, dpdkRuns: Map<
     });
     out.push(
       row('txonly', '1port', 'virtio-user txonly -> vhost PMD rxonly', 'virtio-user txonly -> port A; no other port: dropped after the TX ring', 2, 'front-end TX-packets'),
+      row(
+        'txonly',
+        '1port-poll',
+        'virtio-user txonly -> vhost PMD rxonly',
+        `as 1port, the back-end started with --poll-us ${NET_POLL_US}: a drained TX ring is polled ${NET_POLL_US} us before kicks are re-armed`,
+        2,
+        'front-end TX-packets',
+      ),
       row(
         'txonly',
         '2port',
@@ -504,6 +525,19 @@ export async function runNetBench(o: NetBenchOptions): Promise<NetBenchResults> 
         });
         find('txonly', len, '1port').ours.push(o1);
         note(`txonly ${len} ours, 1 port`, o1);
+        const o1p = await measure({
+          ...base,
+          backend: g.be1p,
+          meter: g.f1p,
+          count: tx0,
+          start: async () => {
+            await g.f1p.configure('txonly', len);
+            await g.f1p.startFwd();
+          },
+          stop: () => g.f1p.stopFwd(),
+        });
+        find('txonly', len, '1port-poll').ours.push(o1p);
+        note(`txonly ${len} ours, 1 port, --poll-us ${NET_POLL_US}`, o1p);
         const o2 = await measure({
           ...base,
           backend: g.be3,
@@ -640,6 +674,16 @@ function summarize(r: NetBenchResults): void {
     s.medianRoundRatio = median(s.roundRatios);
     s.unstarvedRatio = median(s.roundRatios.filter((_, i) => !s.roundStarved[i]));
   }
+  const hp = r.scenarios.find((s) => s.name === `${r.headline.scenario}-poll`);
+  if (hp)
+    r.headline.polled = {
+      scenario: hp.name,
+      pollUs: NET_POLL_US,
+      oursMpps: hp.oursMpps,
+      ratio: hp.ratio,
+      roundRatios: hp.roundRatios,
+      pass: hp.ratio === undefined ? undefined : hp.ratio >= r.headline.target,
+    };
   const h = r.scenarios.find((s) => s.name === r.headline.scenario);
   if (h) {
     r.headline.dpdkMpps = h.dpdkMpps;
@@ -679,12 +723,14 @@ export function formatNetResults(r: NetBenchResults, jsonPath?: string): string 
   const M = (x: number | undefined): string => (x === undefined ? '-' : x.toFixed(3));
   const label: Record<string, string> = {
     'txonly 1port': 'txonly (fe->be)',
+    'txonly 1port-poll': 'txonly (fe->be)',
     'txonly 2port': 'txonly (fe->be)',
     'rxonly 2port': 'rxonly (be->fe)',
     'io 2port': 'io (loop)',
   };
   const oursLabel: Record<string, string> = {
     'txonly 1port': '1 port, dropped',
+    'txonly 1port-poll': `1 port, --poll-us ${NET_POLL_US}`,
     'txonly 2port': 'A<->B flowgen',
     'rxonly 2port': 'fed from port B *',
     'io 2port': 'A<->B, 1 testpmd',
@@ -742,6 +788,11 @@ export function formatNetResults(r: NetBenchResults, jsonPath?: string): string 
     `headline: txonly ${NET_FRAME_LENS[0]}-byte frames, 1 queue pair, front-end -> back-end: ours ${M(h.oursMpps)} Mpps, ` +
       `DPDK vhost PMD ${M(h.dpdkMpps)} Mpps, ratio ${h.ratio === undefined ? '-' : h.ratio.toFixed(2)} (target >= ${h.target}) ${verdict}`,
   );
+  if (h.polled)
+    out.push(
+      `  the same with vhost-wasm net --poll-us ${h.polled.pollUs}: ours ${M(h.polled.oursMpps)} Mpps, ratio ${h.polled.ratio === undefined ? '-' : h.polled.ratio.toFixed(2)} ` +
+        `(per round ${h.polled.roundRatios?.map((x) => x.toFixed(2)).join(' ') ?? '-'}) ${h.polled.pass === undefined ? 'n/a' : h.polled.pass ? 'MET' : 'NOT MET'}`,
+    );
   const hs = r.scenarios.find((s) => s.name === h.scenario);
   if (hs && hs.roundStarved.some(Boolean))
     out.push(

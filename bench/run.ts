@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { killAllBackends, refuseNewBackends } from './backend.js';
-import { blkCleanup, blkDefaults, formatBlkResults, parseOursWorkers, refuseNewBlkProcs, runBlkBench, writeBlkResults, type BlkBenchResults } from './blk.js';
+import { blkCleanup, blkDefaults, formatBlkResults, GUEST_SECONDS_DEFAULT, parseGuestRounds, parseOursWorkers, refuseNewBlkProcs, runBlkBench, writeBlkResults, type BlkBenchResults } from './blk.js';
 import { buildPingPong, runPingPong } from './c-baseline.js';
 import { driveNull, QUEUE_SIZE, type RingFormat, runScaling, runSweep, scalingPlan, scalingSteps, sweepSteps } from './lab.js';
 import { formatNetResults, netCleanup, netDefaults, refuseNewNetProcs, runNetBench, writeNetResults, type NetBenchResults } from './net.js';
@@ -45,7 +45,9 @@ const USAGE = `usage: node build/out/bench/run.js [--quick] [--seconds S] [--rou
                 blk: spread our back-end's queues over W queue workers (default: one per queue)
   --guest       blk also in a QEMU TCG guest with fio (slow: four guest boots)
   --guest-seconds S
-                fio seconds per job in the guest (default 5)
+                fio seconds per job in the guest (default 15: steady state, not the back-ends' warm-up)
+  --guest-rounds N
+                guest rounds of ours, QSD, ours grouped (4 queues in one worker); medians (default 3; 1 with --quick)
   --no-net      skip the net comparison (testpmd virtio-user: ours vs DPDK's vhost PMD)
   --net-only    run only the net comparison (standalone with more options: node build/out/bench/net.js --help)
 `;
@@ -121,6 +123,7 @@ async function main(): Promise<void> {
       'blk-rounds': { type: 'string' },
       guest: { type: 'boolean' },
       'guest-seconds': { type: 'string' },
+      'guest-rounds': { type: 'string' },
       'ours-workers': { type: 'string' },
       'no-net': { type: 'boolean' },
       'net-only': { type: 'boolean' },
@@ -145,14 +148,14 @@ async function main(): Promise<void> {
   const bd = blkDefaults(quick);
   const blkSeconds = Number(values['blk-seconds'] ?? bd.seconds);
   const blkRounds = Number(values['blk-rounds'] ?? bd.rounds);
-  const guestSeconds = Number(values['guest-seconds'] ?? 5);
+  const guestSeconds = Number(values['guest-seconds'] ?? GUEST_SECONDS_DEFAULT);
   if (!(blkSeconds > 0 && blkSeconds <= 600)) throw new Error(`--blk-seconds must be in (0, 600], got '${values['blk-seconds']}'`);
   if (!(Number.isInteger(blkRounds) && blkRounds >= 1 && blkRounds <= 20)) throw new Error(`--blk-rounds must be an integer 1..20, got '${values['blk-rounds']}'`);
   if (!(Number.isInteger(guestSeconds) && guestSeconds >= 1 && guestSeconds <= 120)) throw new Error(`--guest-seconds must be an integer 1..120, got '${values['guest-seconds']}'`);
   const oursWorkers = parseOursWorkers(values['ours-workers']);
   const runBlk = async (): Promise<BlkBenchResults> => {
     bar!.step('blk: ours vs qemu-storage-daemon');
-    const b = await runBlkBench({ seconds: blkSeconds, rounds: blkRounds, quick, guest: values.guest ?? false, guestSeconds, oursWorkers, tmpDir: tmpDir!, progress });
+    const b = await runBlkBench({ seconds: blkSeconds, rounds: blkRounds, quick, guest: values.guest ?? false, guestSeconds, guestRounds: parseGuestRounds(values['guest-rounds']), oursWorkers, tmpDir: tmpDir!, progress });
     bar!.tick();
     return b;
   };

@@ -415,11 +415,11 @@ export class NetBackend {
     readonly command: string[],
   ) {}
 
-  static async start(tools: NetTools, sockets: string[], cpu: number, timeoutMs = 15_000): Promise<NetBackend> {
+  static async start(tools: NetTools, sockets: string[], cpu: number, extraArgs: readonly string[] = [], timeoutMs = 15_000): Promise<NetBackend> {
     if (refusing) throw new Error('interrupted');
     if (!tools.taskset) throw new Error(tools.error ?? 'taskset not found');
     for (const s of sockets) fs.rmSync(s, { force: true });
-    const cmd = [tools.taskset, '-c', String(cpu), process.execPath, cliPath, 'net', ...sockets.flatMap((s) => ['--socket-path', s])];
+    const cmd = [tools.taskset, '-c', String(cpu), process.execPath, cliPath, 'net', ...sockets.flatMap((s) => ['--socket-path', s]), ...extraArgs];
     const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     const b = new NetBackend(new Proc(child, cmd), sockets, cmd);
     const end = Date.now() + timeoutMs;

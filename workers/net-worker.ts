@@ -17,23 +17,20 @@ import * as Comlink from 'comlink/dist/esm/comlink.mjs';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import { LinearViews } from '../src/devices/linear-views.js';
 import { instantiateEngine, type EngineExports } from '../src/engine/engine.js';
+import { instantiateNetSwitch, netLayout, type NetSwitchWasm } from '../src/net/net-engine.js';
 import {
-  CH_HEAD,
   CH_READ_LEN,
   CH_SEG_COUNT,
   CH_SEG_START,
-  CH_WRITE_LEN,
   CHAIN_BYTES,
   CHAINS_OFFSET,
+  deviceArea,
   MAX_QUEUES,
   QS_ERROR,
-  QF_INFLIGHT,
   QS_ERROR_DETAIL,
-  QS_FEATURES,
-  QS_LAST_AVAIL,
   QS_STAT_CALLS,
   QS_STAT_KICKS,
-  QUEUE_SIZE_MAX,
+  QUEUE_AREA_SIZE,
   queueArea,
   SEG_BYTES,
   SEG_CAP,
@@ -80,6 +77,27 @@ const stats = new Float64Array(data.stats);
 const statBase = ME * NPORTS * PORT_STATS_WORDS;
 const ctlWord = new Int32Array(data.ctlWord);
 const events: MessagePort = data.events;
+const L = netLayout(data.netModule);
+const NTX_BYTES = L.NTX_BYTES;
+const NTX_FRAME_LEN = L.NTX_FRAME_LEN;
+const NTX_STATUS = L.NTX_STATUS;
+const NTX_OK = L.NTX_OK;
+const NTX_FLAGS = L.NTX_FLAGS;
+const NTX_GSO_TYPE = L.NTX_GSO_TYPE;
+const NTX_ETHERTYPE = L.NTX_ETHERTYPE;
+const NTX_HDR_LEN = L.NTX_HDR_LEN;
+const NTX_CSUM_START = L.NTX_CSUM_START;
+const NTX_DST0 = L.NTX_DST0;
+const NTX_DST1 = L.NTX_DST1;
+const NTX_SRC0 = L.NTX_SRC0;
+const NTX_SRC1 = L.NTX_SRC1;
+const NRX_SPANS = L.NRX_SPANS;
+const NRX_BROKEN = L.NRX_BROKEN;
+const NRX_TOO_SMALL = L.NRX_TOO_SMALL;
+const NRX_GAVE_BACK = L.NRX_GAVE_BACK;
+// the record layout the reads below assume (pairs of u16 read as one u32)
+if (L.NTX_GSO_SIZE !== NTX_HDR_LEN + 2 || L.NTX_CSUM_OFFSET !== NTX_CSUM_START + 2 || NTX_HDR_LEN % 4 || NTX_CSUM_START % 4 || NTX_BYTES % 4)
+  throw new Error('net-switch.wasm: unexpected frame record layout');
 
 interface RxRing {
   q: number;
@@ -91,6 +109,8 @@ interface RxRing {
   broken: boolean;
   lock: number;
   dirty: boolean;
+  /** scratch for netRxPlace in the receiver's memory (this ring's device area; used with the lock held) */
+  out: number;
   port: Port;
 }
 
@@ -106,6 +126,13 @@ interface TxRing {
   batch: number;
   /** the last visit ran out of budget with chains left: visit again without waiting for a kick */
   pending: boolean;
+  /** busy-poll window (ms) after the last batch before kicks are re-enabled; 0: re-enable at once */
+  pollMs: number;
+  /** drained, kicks still off, inside its poll window: the poll loop looks at avail.idx itself */
+  polled: boolean;
+  lastWork: number;
+  /** frame records of the batch (this ring's device area) */
+  out: number;
   port: Port;
 }
 
@@ -113,7 +140,10 @@ interface Port {
   key: number;
   port: number;
   engine: EngineExports;
+  sw: NetSwitchWasm;
   views: LinearViews;
+  /** batchNo when views were last refreshed */
+  viewsBatch: number;
   paused: boolean;
   caps: number;
   hdrLen: number;
@@ -150,27 +180,20 @@ function unlock(i: number): void {
   Atomics.store(locks, i, 0);
 }
 
-// ---- the frame being switched: its source spans (after the sender's virtio_net_hdr) ----
+// ---- the frame being switched ----
+// Per TX batch, netTxScan (assembly/net-switch.ts) leaves one record per chain: lengths, header fields and MACs.
+// The frame's source spans (after the sender's virtio_net_hdr) are built from the chain record only when the frame
+// goes somewhere.
 const spanAddr = new Uint32Array(SEG_CAP + 1);
 const spanLen = new Uint32Array(SEG_CAP + 1);
 let nSpans = 0;
 let spanFirst = 0;
-const hdrIn = new Uint8Array(64);
-const hdrOut = new Uint8Array(16);
-const patchBytes = new Uint8Array(2);
-let patchPos = -1;
-
-/** Copy the first n bytes of the spans into `out` (the header and the link header: parsing, not the frame copy). */
-function gather(src: Uint8Array, out: Uint8Array, n: number): number {
-  let got = 0;
-  for (let i = spanFirst; i < nSpans && got < n; i++) {
-    const a = spanAddr[i]!;
-    const take = Math.min(spanLen[i]!, n - got);
-    for (let j = 0; j < take; j++) out[got + j] = src[a + j]!;
-    got += take;
-  }
-  return got;
-}
+/** the chain record the spans come from (-1: not built for this frame yet) */
+let spansOf = -1;
+let sU8!: Uint8Array;
+let sU32!: Uint32Array;
+let sQs = 0;
+let sHdrLen = 0;
 
 function skipSpans(n: number): void {
   while (n > 0 && spanFirst < nSpans) {
@@ -184,6 +207,25 @@ function skipSpans(n: number): void {
       n = 0;
     }
   }
+}
+
+/** Source spans of chain record c of the current batch (its readable segments, after the header). */
+function buildSpans(c: number): void {
+  if (spansOf === c) return;
+  spansOf = c;
+  const rec = (sQs + CHAINS_OFFSET + c * CHAIN_BYTES) >>> 2;
+  const s0 = sU32[rec + CH_SEG_START / 4]!;
+  const ns = sU32[rec + CH_SEG_COUNT / 4]!;
+  const segBase = sQs + SEGS_OFFSET;
+  nSpans = 0;
+  spanFirst = 0;
+  for (let s = s0; s < s0 + ns; s++) {
+    const sg = (segBase + s * SEG_BYTES) >>> 2;
+    if (sU32[sg + 2]! & SEG_F_WRITE) break;
+    spanAddr[nSpans] = sU32[sg]!;
+    spanLen[nSpans++] = sU32[sg + 1]!;
+  }
+  skipSpans(sHdrLen);
 }
 
 /** Internet checksum of the frame from `start` to its end, read from the sender's memory. */
@@ -206,20 +248,6 @@ function spansChecksum(src: Uint8Array, start: number): number {
   return F.foldChecksum(sum);
 }
 
-// ---- the destination side: a cursor over the RX chains being filled (lock held) ----
-let dEngine!: EngineExports;
-let dRing!: RxRing;
-let dU8!: Uint8Array;
-let dU32!: Uint32Array;
-let dSegBase = 0;
-let dSeg = 0;
-let dSegEnd = 0;
-let dAddr = 0;
-let dRoom = 0;
-let dMrg = false;
-let dChains = 0;
-const usedHeads = new Uint32Array(QUEUE_SIZE_MAX);
-const usedLens = new Uint32Array(QUEUE_SIZE_MAX);
 const dirty: RxRing[] = [];
 
 function ringError(r: { q: number; broken: boolean; errFd: number; port: Port }, code: number): void {
@@ -230,154 +258,105 @@ function ringError(r: { q: number; broken: boolean; errFd: number; port: Port },
   post(r.port.key, { type: 'ring-error', queue: r.q, code, detail });
 }
 
-/** Pop one RX chain into chain record 0 and point the cursor at its first writable segment. */
-function popChain(): boolean {
-  if (dChains >= QUEUE_SIZE_MAX) return false;
-  const n = dEngine.splitPopBatch(dRing.qs, 1);
-  if (n !== 1) {
-    if (n < 0) ringError(dRing, -n);
-    return false;
-  }
-  const rec = (dRing.qs + CHAINS_OFFSET) >>> 2;
-  usedHeads[dChains] = dU32[rec + CH_HEAD / 4]!;
-  usedLens[dChains] = 0;
-  dChains++;
-  dSeg = dU32[rec + CH_SEG_START / 4]!;
-  dSegEnd = dSeg + dU32[rec + CH_SEG_COUNT / 4]!;
-  dRoom = 0;
-  return true;
+const SHORT_COPY = 64;
+
+/** n bytes from src[sa..] to dst[da..]: short runs byte by byte (a subarray per copy costs more than the loop). */
+function copyBytes(src: Uint8Array, sa: number, dst: Uint8Array, da: number, n: number): void {
+  if (n <= SHORT_COPY) for (let j = 0; j < n; j++) dst[da + j] = src[sa + j]!;
+  else dst.set(src.subarray(sa, sa + n), da);
 }
 
-function nextSeg(): boolean {
-  while (dSeg < dSegEnd) {
-    const sg = (dSegBase + dSeg * SEG_BYTES) >>> 2;
-    dSeg++;
-    if ((dU32[sg + 2]! & SEG_F_WRITE) === 0) continue;
-    const len = dU32[sg + 1]!;
-    if (len === 0) continue;
-    dAddr = dU32[sg]!;
-    dRoom = len;
-    return true;
-  }
-  return false;
-}
-
-/** Write n bytes of src at a; with MRG_RXBUF continue into further chains. False when out of room. */
-function put(src: Uint8Array, a: number, n: number): boolean {
-  while (n > 0) {
-    if (dRoom === 0 && !nextSeg()) {
-      if (!dMrg || !popChain()) return false;
-      continue;
-    }
-    const k = n < dRoom ? n : dRoom;
-    if (k < 16) for (let j = 0; j < k; j++) dU8[dAddr + j] = src[a + j]!;
-    else dU8.set(src.subarray(a, a + k), dAddr);
-    dAddr += k;
-    dRoom -= k;
-    a += k;
-    n -= k;
-    usedLens[dChains - 1]! += k;
-  }
-  return true;
-}
-
-/** Write one byte and return where it went. */
-function putByteAt(b: number): number {
-  if (dRoom === 0 && !nextSeg()) return -1;
-  const at = dAddr;
-  dU8[at] = b;
-  dAddr++;
-  dRoom--;
-  usedLens[dChains - 1]!++;
-  return at;
-}
-
-/** The frame from the source spans into the cursor, with the 2 checksum bytes replaced when patchPos >= 0. */
-function copyFrame(src: Uint8Array): boolean {
-  let pos = 0;
-  for (let i = spanFirst; i < nSpans; i++) {
-    let a = spanAddr[i]!;
-    let l = spanLen[i]!;
-    while (l > 0) {
-      let k = l;
-      if (patchPos >= 0) {
-        if (pos >= patchPos && pos < patchPos + 2) {
-          if (!put(patchBytes, pos - patchPos, 1)) return false;
-          a++;
-          l--;
-          pos++;
-          continue;
-        }
-        if (pos < patchPos && pos + k > patchPos) k = patchPos - pos;
+/** The frame (source spans) into the k destination spans netRxPlace left at `out` of the receiver's memory. */
+function copyToSpans(dU8: Uint8Array, dU32: Uint32Array, out: number, k: number): void {
+  let si = spanFirst;
+  let sa = spanAddr[si]!;
+  let sl = spanLen[si]!;
+  for (let j = 0; j < k; j++) {
+    const w = (out + NRX_SPANS) / 4 + 2 * j;
+    let da = dU32[w]!;
+    let dl = dU32[w + 1]!;
+    while (dl > 0) {
+      while (sl === 0) {
+        if (++si >= nSpans) return; // cannot happen: the spans hold exactly the frame
+        sa = spanAddr[si]!;
+        sl = spanLen[si]!;
       }
-      if (!put(src, a, k)) return false;
-      a += k;
-      l -= k;
-      pos += k;
+      const m = sl < dl ? sl : dl;
+      copyBytes(sU8, sa, dU8, da, m);
+      sa += m;
+      sl -= m;
+      da += m;
+      dl -= m;
     }
   }
-  return true;
 }
 
-/** Fill RX chains of `ring` (lock held) with hdrOut + the frame; true when it was delivered. */
-function deliverLocked(dp: Port, ring: RxRing, src: Uint8Array, frameLen: number): boolean {
-  const v = dp.views.refresh();
-  dEngine = dp.engine;
-  dRing = ring;
-  dU8 = v.u8;
-  dU32 = v.u32;
-  dSegBase = ring.qs + SEGS_OFFSET;
-  dMrg = (dp.caps & F.CAP_MRG) !== 0;
-  dChains = 0;
+/** Byte `pos` of the frame in the destination spans := b. */
+function patchAt(dU8: Uint8Array, dU32: Uint32Array, out: number, k: number, pos: number, b: number): void {
+  for (let j = 0; j < k; j++) {
+    const w = (out + NRX_SPANS) / 4 + 2 * j;
+    const l = dU32[w + 1]!;
+    if (pos < l) {
+      dU8[dU32[w]! + pos] = b;
+      return;
+    }
+    pos -= l;
+  }
+}
+
+/** Take RX buffers of `ring` (lock held) and copy the frame in; true when it was delivered. */
+function deliverLocked(dp: Port, ring: RxRing, frameLen: number, flags: number, csumStart: number, csumOff: number, patch: number): boolean {
+  if (dp.viewsBatch !== batchNo) {
+    dp.views.refresh();
+    dp.viewsBatch = batchNo;
+  }
+  const v = dp.views;
   if (v.u32[(ring.qs + QS_ERROR) >>> 2] !== 0) {
     ring.broken = true; // another worker found it broken and reported it
     return false;
   }
-  const lastAvail = v.dv.getUint16(ring.qs + QS_LAST_AVAIL, true);
-  if (!popChain()) {
-    if (!ring.broken) bump(dp.port, ST_RX_DROP_NO_BUFFER);
-    return false;
-  }
-  const hdrLen = dp.hdrLen;
-  const room = dU32[(ring.qs + CHAINS_OFFSET + CH_WRITE_LEN) >>> 2]!;
-  if (room < hdrLen || (!dMrg && room < hdrLen + frameLen)) {
-    // a buffer that cannot take the frame goes back empty (the driver counts a short packet and reuses it)
-    dEngine.splitPushUsed(ring.qs, usedHeads[0]!, 0);
-    markDirty(ring);
-    bump(dp.port, ST_RX_DROP_TOO_SMALL);
-    return false;
-  }
-  put(hdrOut, 0, F.HDR_LEN_LEGACY);
-  let nb0 = -1;
-  let nb1 = -1;
-  if (hdrLen === F.HDR_LEN) {
-    nb0 = putByteAt(1);
-    nb1 = putByteAt(0);
-  }
-  if (!copyFrame(src)) {
-    if (!ring.broken) {
-      if (v.u32[(ring.qs + QS_FEATURES) >>> 2]! & QF_INFLIGHT) {
-        // inflight records were written for them: complete them empty instead of un-popping
-        for (let c = 0; c < dChains; c++) dEngine.splitPushUsed(ring.qs, usedHeads[c]!, 0);
-        markDirty(ring);
-      } else {
-        // not enough buffers for the whole frame: give back what was taken (nothing was pushed) and drop it
-        v.dv.setUint16(ring.qs + QS_LAST_AVAIL, lastAvail, true);
-      }
+  const k = dp.sw.netRxPlace(ring.qs, frameLen, dp.hdrLen, dp.caps & F.CAP_MRG, flags, fGso, fHdrLen, fGsoSize, csumStart, csumOff, ring.out);
+  if (k < 0) {
+    if (k === NRX_BROKEN) ringError(ring, v.u32[(ring.qs + QS_ERROR) >>> 2]!);
+    else if (k === NRX_TOO_SMALL) {
+      markDirty(ring);
+      bump(dp.port, ST_RX_DROP_TOO_SMALL);
+    } else {
+      if (k === NRX_GAVE_BACK) markDirty(ring);
       bump(dp.port, ST_RX_DROP_NO_BUFFER);
     }
     return false;
   }
-  if (nb0 >= 0) {
-    dU8[nb0] = dChains & 0xff;
-    dU8[nb1] = dChains >>> 8;
+  copyToSpans(v.u8, v.u32, ring.out, k);
+  if (patch >= 0) {
+    patchAt(v.u8, v.u32, ring.out, k, patch, fCsum >>> 8);
+    patchAt(v.u8, v.u32, ring.out, k, patch + 1, fCsum & 0xff);
   }
-  for (let c = 0; c < dChains; c++) dEngine.splitPushUsed(ring.qs, usedHeads[c]!, usedLens[c]!);
   markDirty(ring);
   bump(dp.port, ST_RX_FRAMES);
   bump(dp.port, ST_RX_BYTES, frameLen);
   bump(dp.port, ST_RX_PAIR + ring.pair);
   return true;
+}
+
+// ---- the RX ring lock a batch holds: frames of one batch mostly go to the same ring, so a lock taken for one frame
+// is kept for the next ones and released when the batch moves to another ring or ends (before flushDirty, which
+// takes the locks of the rings it publishes). One held at a time: no lock order to get wrong.
+let held: RxRing | undefined;
+/** bumped per TX batch: a receiving port's memory views are refreshed once per batch */
+let batchNo = 0;
+
+function hold(r: RxRing): void {
+  if (held === r) return;
+  if (held) unlock(held.lock);
+  held = undefined;
+  lock(r.lock);
+  held = r;
+}
+
+function release(): void {
+  if (held) unlock(held.lock);
+  held = undefined;
 }
 
 function markDirty(r: RxRing): void {
@@ -414,15 +393,19 @@ function pickRx(dp: Port, pair: number): RxRing | undefined {
   return undefined;
 }
 
-// ---- switching one frame ----
+// ---- switching one frame: its header fields, from its record ----
 let fFlags = 0;
 let fGso = 0;
+let fHdrLen = 0;
+let fGsoSize = 0;
 let fCsumStart = 0;
 let fCsumOff = 0;
 let fEtherType = 0;
 let fCsum = -1;
+/** chain record index of the frame (for its spans) */
+let fChain = 0;
 
-function toPort(d: number, src: Uint8Array, frameLen: number, pair: number): void {
+function toPort(d: number, frameLen: number, pair: number): void {
   const dp = byPort[d];
   if (!dp) return; // nobody connected on that port
   const ring = dp.paused ? undefined : pickRx(dp, pair);
@@ -442,72 +425,126 @@ function toPort(d: number, src: Uint8Array, frameLen: number, pair: number): voi
       return;
     }
   }
-  hdrOut.set(hdrIn.subarray(0, F.HDR_LEN_LEGACY));
+  buildSpans(fChain);
+  let flags: number;
+  let csumStart = fCsumStart;
+  let csumOff = fCsumOff;
+  let patch = -1;
   if (action === F.OFFLOAD_CSUM) {
-    if (fCsum < 0) fCsum = spansChecksum(src, fCsumStart);
-    patchPos = fCsumStart + fCsumOff;
-    patchBytes[0] = fCsum >>> 8;
-    patchBytes[1] = fCsum & 0xff;
-    hdrOut.fill(0, F.HDR_CSUM_START, F.HDR_CSUM_OFFSET + 2);
-    hdrOut[F.HDR_FLAGS] = 0;
+    if (fCsum < 0) fCsum = spansChecksum(sU8, fCsumStart);
+    patch = fCsumStart + fCsumOff;
+    csumStart = 0;
+    csumOff = 0;
+    flags = 0;
   } else {
-    patchPos = -1;
-    hdrOut[F.HDR_FLAGS] = fFlags & F.VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    flags = fFlags & F.VIRTIO_NET_HDR_F_NEEDS_CSUM;
   }
-  let delivered = false;
-  lock(ring.lock);
-  try {
-    delivered = deliverLocked(dp, ring, src, frameLen);
-  } finally {
-    unlock(ring.lock);
-  }
-  if (delivered && action === F.OFFLOAD_CSUM) bump(d, ST_RX_CSUM_FIXED);
+  hold(ring);
+  if (deliverLocked(dp, ring, frameLen, flags, csumStart, csumOff, patch) && action === F.OFFLOAD_CSUM) bump(d, ST_RX_CSUM_FIXED);
 }
 
+// one-entry caches in front of the shared MAC table: a sender's frames mostly repeat the last source and
+// destination; an entry holds while the table's write generation is unchanged (learnGen -1: confirm again)
+let learnK0 = 0;
+let learnK1 = 0;
+let learnPort = -1;
+let learnGen = -1;
+let seenK0 = 0;
+let seenK1 = 0;
+let seenPort = -1;
+let seenGen = -1;
+
 /**
- * Switch the frame whose bytes (virtio_net_hdr of srcHdrLen bytes, then the frame) are the spans over `src`,
- * sent by port `sp` on queue pair `pair`.
+ * Switch the frames of a TX batch: records 0..n-1 (netTxScan) at `out` over the sender's memory (u8/u32), chain
+ * records at qs, sent by port `sp` (virtio_net_hdr of hdrLen bytes) on queue pair `pair`.
  */
-function forwardFrame(sp: number, srcHdrLen: number, src: Uint8Array, total: number, pair: number): void {
-  const frameLen = total - srcHdrLen;
-  if (frameLen < F.ETH_HLEN || frameLen > F.MAX_FRAME) {
-    bump(sp, ST_TX_DROP_INVALID);
-    return;
+function forwardBatch(sp: number, u8: Uint8Array, u32: Uint32Array, qs: number, out: number, n: number, hdrLen: number, pair: number): void {
+  sU8 = u8;
+  sU32 = u32;
+  sQs = qs;
+  sHdrLen = hdrLen;
+  spansOf = -1;
+  // the MAC table's write generation, read once per batch: the batch sees the table as of its start (and its own
+  // writes); a move another worker makes meanwhile counts from the next batch
+  const gen = macs.generation;
+  batchNo++;
+  try {
+    forwardFrames(sp, u8, u32, out, n, pair, gen);
+  } finally {
+    release();
   }
-  gather(src, hdrIn, srcHdrLen + F.ETH_HLEN);
-  if (srcHdrLen !== F.HDR_LEN_LEGACY) hdrIn.copyWithin(F.HDR_LEN_LEGACY, srcHdrLen, srcHdrLen + F.ETH_HLEN);
-  // hdrIn: the 10 header bytes we use, then the Ethernet header at HDR_LEN_LEGACY
-  skipSpans(srcHdrLen);
-  const m = F.HDR_LEN_LEGACY;
-  fFlags = hdrIn[F.HDR_FLAGS]!;
-  fGso = hdrIn[F.HDR_GSO_TYPE]!;
-  fCsumStart = hdrIn[F.HDR_CSUM_START]! | (hdrIn[F.HDR_CSUM_START + 1]! << 8);
-  fCsumOff = hdrIn[F.HDR_CSUM_OFFSET]! | (hdrIn[F.HDR_CSUM_OFFSET + 1]! << 8);
-  fEtherType = (hdrIn[m + 12]! << 8) | hdrIn[m + 13]!;
-  fCsum = -1;
-  if (fFlags & F.VIRTIO_NET_HDR_F_NEEDS_CSUM && fCsumStart + fCsumOff + 2 > frameLen) {
-    bump(sp, ST_TX_DROP_INVALID);
-    return;
-  }
-  bump(sp, ST_TX_FRAMES);
-  bump(sp, ST_TX_BYTES, frameLen);
-  bump(sp, ST_TX_PAIR + pair);
-  if ((hdrIn[m + 6]! & 1) === 0) macs.learn(MacTable.key0(hdrIn, m + 6), MacTable.key1(hdrIn, m + 6), sp);
-  let d = -1;
-  if ((hdrIn[m]! & 1) === 0) {
-    d = macs.lookup(MacTable.key0(hdrIn, m), MacTable.key1(hdrIn, m));
-    if (d === sp) {
-      bump(sp, ST_TX_DROP_LOCAL);
-      return;
+}
+
+/** The frame loop of forwardBatch. */
+function forwardFrames(sp: number, u8: Uint8Array, u32: Uint32Array, out: number, n: number, pair: number, gen: number): void {
+  let frames = 0;
+  let bytes = 0;
+  let invalid = 0;
+  for (let c = 0; c < n; c++) {
+    const at = out + c * NTX_BYTES;
+    const w = at >>> 2;
+    if (u32[w + NTX_STATUS / 4] !== NTX_OK) {
+      invalid++;
+      continue;
     }
+    const frameLen = u32[w + NTX_FRAME_LEN / 4]!;
+    frames++;
+    bytes += frameLen;
+    fChain = c;
+    fFlags = u8[at + NTX_FLAGS]!;
+    fGso = u8[at + NTX_GSO_TYPE]!;
+    fEtherType = u8[at + NTX_ETHERTYPE]! | (u8[at + NTX_ETHERTYPE + 1]! << 8);
+    const h = u32[w + NTX_HDR_LEN / 4]!; // hdr_len, gso_size
+    fHdrLen = h & 0xffff;
+    fGsoSize = h >>> 16;
+    const cs = u32[w + NTX_CSUM_START / 4]!; // csum_start, csum_offset
+    fCsumStart = cs & 0xffff;
+    fCsumOff = cs >>> 16;
+    fCsum = -1;
+    const s0 = u32[w + NTX_SRC0 / 4]! | 0;
+    const s1 = u32[w + NTX_SRC1 / 4]! | 0;
+    if (((s0 >>> 24) & 1) === 0 && (s0 !== learnK0 || s1 !== learnK1 || sp !== learnPort || gen !== learnGen)) {
+      learnK0 = s0;
+      learnK1 = s1;
+      learnPort = sp;
+      learnGen = gen;
+      if (macs.learn(s0, s1, sp)) {
+        // our own write moved the generation on; the next frame confirms the entry once more (a write of another
+        // worker may have come between ours and this read)
+        gen = macs.generation;
+        learnGen = -1;
+      }
+    }
+    const d0 = u32[w + NTX_DST0 / 4]! | 0;
+    let d = -1;
+    if (((d0 >>> 24) & 1) === 0) {
+      const d1 = u32[w + NTX_DST1 / 4]! | 0;
+      if (d0 !== seenK0 || d1 !== seenK1 || gen !== seenGen) {
+        seenPort = macs.lookup(d0, d1);
+        seenK0 = d0;
+        seenK1 = d1;
+        seenGen = gen;
+      }
+      d = seenPort;
+      if (d === sp) {
+        bump(sp, ST_TX_DROP_LOCAL);
+        continue;
+      }
+    }
+    if (d >= 0 && d < NPORTS) {
+      toPort(d, frameLen, pair);
+      continue;
+    }
+    bump(sp, ST_TX_FLOODED);
+    // every other port gets its own copy, read again from the sender's memory
+    for (let o = 0; o < NPORTS; o++) if (o !== sp) toPort(o, frameLen, pair);
   }
-  if (d >= 0 && d < NPORTS) {
-    toPort(d, src, frameLen, pair);
-    return;
+  if (invalid) bump(sp, ST_TX_DROP_INVALID, invalid);
+  if (frames) {
+    bump(sp, ST_TX_FRAMES, frames);
+    bump(sp, ST_TX_BYTES, bytes);
+    bump(sp, ST_TX_PAIR + pair, frames);
   }
-  bump(sp, ST_TX_FLOODED);
-  // every other port gets its own copy, read again from the sender's memory (copyFrame leaves the spans as they are)
-  for (let o = 0; o < NPORTS; o++) if (o !== sp) toPort(o, src, frameLen, pair);
 }
 
 // ---- TX rings ----
@@ -521,6 +558,7 @@ const TX_ROUNDS = 8;
 function processTx(r: TxRing): void {
   const p = r.port;
   r.pending = false;
+  r.polled = false;
   if (p.paused || !r.enabled || r.broken) return;
   const e = p.engine;
   const qs = r.qs;
@@ -536,29 +574,21 @@ function processTx(r: TxRing): void {
       break;
     }
     if (n > 0) {
+      p.sw.netTxScan(qs, n, p.hdrLen, F.MAX_FRAME, r.out);
       const { u8, u32 } = p.views.refresh();
-      const segBase = qs + SEGS_OFFSET;
-      for (let c = 0; c < n; c++) {
-        const rec = (qs + CHAINS_OFFSET + c * CHAIN_BYTES) >>> 2;
-        const s0 = u32[rec + CH_SEG_START / 4]!;
-        const ns = u32[rec + CH_SEG_COUNT / 4]!;
-        nSpans = 0;
-        spanFirst = 0;
-        for (let s = s0; s < s0 + ns; s++) {
-          const sg = (segBase + s * SEG_BYTES) >>> 2;
-          if (u32[sg + 2]! & SEG_F_WRITE) break;
-          spanAddr[nSpans] = u32[sg]!;
-          spanLen[nSpans++] = u32[sg + 1]!;
-        }
-        forwardFrame(p.port, p.hdrLen, u8, u32[rec + CH_READ_LEN / 4]!, r.pair);
-      }
+      forwardBatch(p.port, u8, u32, qs, r.out, n, p.hdrLen, r.pair);
       flushDirty();
       // TX chains complete with used length 0 (CH_USED_LEN stays 0): nothing was written
       if (e.splitComplete(qs, n) && r.callFd >= 0) {
         eventfdSignal(r.callFd);
         bumpQueue(p, r.q, QS_STAT_CALLS);
       }
+      if (r.pollMs > 0) r.lastWork = performance.now();
       continue;
+    }
+    if (r.pollMs > 0 && performance.now() - r.lastWork < r.pollMs) {
+      r.polled = true; // kicks stay off while the sender keeps coming back within the window (spinPolled)
+      break;
     }
     if (e.splitEnableNotify(qs) === 0) break;
     e.splitDisableNotify(qs);
@@ -581,11 +611,47 @@ function portOf(key: number): Port {
   return p;
 }
 
+// ---- injected frames (SEND_RARP): a scratch memory of this worker stands in for a sender's guest memory ----
+const INJ_QS = 0x1_0000;
+const INJ_OUT = INJ_QS + QUEUE_AREA_SIZE;
+const INJ_FRAME = INJ_OUT + 0x1_0000;
+const injMemory = new WebAssembly.Memory({ initial: Math.ceil((INJ_FRAME + F.HDR_LEN + F.MAX_FRAME) / 0x1_0000), maximum: 65536, shared: true });
+const injViews = new LinearViews(injMemory);
+const injSw = instantiateNetSwitch(data.netModule, injMemory);
+
 // ---- the poll loop ----
 const POLL_SLOT = 8;
 const MAX_POLL = 1 + NPORTS * PAIRS;
 const pfd = Buffer.alloc(POLL_SLOT * MAX_POLL);
 const slotRing: (TxRing | undefined)[] = new Array<TxRing | undefined>(MAX_POLL);
+
+/** longest stretch spinPolled spins before the loop looks at the control fd and the kicks again */
+const SPIN_SLICE_MS = 0.05;
+const polledRings: TxRing[] = [];
+
+/**
+ * Rings inside their poll window: look at avail.idx (no syscall) until one has chains, the slice is over, or every
+ * window has closed (kicks re-enabled, with the re-check that catches chains added meanwhile).
+ */
+function spinPolled(): void {
+  const t0 = performance.now();
+  for (;;) {
+    let left = 0;
+    const now = performance.now();
+    for (const r of polledRings) {
+      if (!r.polled) continue;
+      const e = r.port.engine;
+      if (e.splitAvailPending(r.qs) !== 0) {
+        processTx(r);
+      } else if (now - r.lastWork >= r.pollMs) {
+        r.polled = false;
+        if (e.splitEnableNotify(r.qs) !== 0) processTx(r);
+      }
+      if (r.polled) left++;
+    }
+    if (left === 0 || performance.now() - t0 >= SPIN_SLICE_MS) return;
+  }
+}
 
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -599,11 +665,13 @@ async function run(): Promise<void> {
     pfd.writeInt16LE(0, 6);
     slotRing[n++] = undefined;
     let anyPending = false;
+    polledRings.length = 0;
     for (const p of byKey.values()) {
       if (p.paused) continue;
       for (const r of p.tx) {
         if (!r || !r.enabled || r.broken) continue;
         if (r.pending) anyPending = true;
+        if (r.polled) polledRings.push(r);
         if (r.kickFd < 0 || n >= MAX_POLL) continue;
         pfd.writeInt32LE(r.kickFd, n * POLL_SLOT);
         pfd.writeInt16LE(POLLIN, n * POLL_SLOT + 4);
@@ -611,7 +679,7 @@ async function run(): Promise<void> {
         slotRing[n++] = r;
       }
     }
-    const ready = pollFds(pfd, n, anyPending ? 0 : -1);
+    const ready = pollFds(pfd, n, anyPending || polledRings.length > 0 ? 0 : -1);
     if (Atomics.load(ctlWord, 0) !== 0) break;
     if (ready > 0 && pfd.readInt16LE(6) !== 0) {
       eventfdDrain(data.ctlFd);
@@ -637,6 +705,7 @@ async function run(): Promise<void> {
         for (const r of p.tx) if (r?.pending) processTx(r);
       }
     }
+    if (polledRings.length) spinPolled();
   }
   events.close();
   data.control.close();
@@ -650,6 +719,8 @@ const api: NetWorkerApi = {
       key: a.key,
       port: a.port,
       engine: instantiateEngine(data.module, a.memory),
+      sw: instantiateNetSwitch(data.netModule, a.memory),
+      viewsBatch: -1,
       views: new LinearViews(a.memory),
       paused: false,
       caps: 0,
@@ -686,6 +757,10 @@ const api: NetWorkerApi = {
         broken: false,
         batch: Math.max(1, Math.min(s.batch, 1024)),
         pending: false,
+        pollMs: s.pollUs / 1000,
+        polled: false,
+        lastWork: 0,
+        out: deviceArea(s.queue),
         port: p,
       };
       p.tx[pair] = r;
@@ -704,6 +779,7 @@ const api: NetWorkerApi = {
       broken: false,
       lock: p.port * MAX_QUEUES + s.queue,
       dirty: false,
+      out: deviceArea(s.queue),
       port: p,
     };
     p.rx[pair] = r;
@@ -764,13 +840,24 @@ const api: NetWorkerApi = {
     for (const r of p.tx) if (r) processTx(r);
   },
   inject(port: number, frame: Uint8Array, pair: number): void {
-    const buf = new Uint8Array(F.HDR_LEN + frame.length);
-    buf.set(frame, F.HDR_LEN);
-    nSpans = 1;
-    spanFirst = 0;
-    spanAddr[0] = 0;
-    spanLen[0] = buf.length;
-    forwardFrame(port, F.HDR_LEN, buf, buf.length, pair % PAIRS);
+    if (frame.length > F.MAX_FRAME) {
+      bump(port, ST_TX_DROP_INVALID);
+      return;
+    }
+    // the frame goes through the path of TX chains: one chain record, one segment, in this worker's scratch memory
+    const v = injViews.refresh();
+    const rec = (INJ_QS + CHAINS_OFFSET) >>> 2;
+    v.u32.fill(0, rec, rec + CHAIN_BYTES / 4);
+    v.u32[rec + CH_SEG_COUNT / 4] = 1;
+    v.u32[rec + CH_READ_LEN / 4] = F.HDR_LEN + frame.length;
+    const sg = (INJ_QS + SEGS_OFFSET) >>> 2;
+    v.u32[sg] = INJ_FRAME;
+    v.u32[sg + 1] = F.HDR_LEN + frame.length;
+    v.u32[sg + 2] = 0;
+    v.u8.fill(0, INJ_FRAME, INJ_FRAME + F.HDR_LEN);
+    v.u8.set(frame, INJ_FRAME + F.HDR_LEN);
+    injSw.netTxScan(INJ_QS, 1, F.HDR_LEN, F.MAX_FRAME, INJ_OUT);
+    forwardBatch(port, v.u8, v.u32, INJ_QS, INJ_OUT, 1, F.HDR_LEN, pair % PAIRS);
     flushDirty();
   },
 };

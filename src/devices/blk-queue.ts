@@ -596,8 +596,9 @@ export const createBlkQueueHandler: QueueHandlerFactory = (ctx: QueueHandlerCont
       }
       flush();
       // what completed inside io_uring_enter (reads from the page cache do) goes out with this batch's
-      // publish: no second wake-up through the eventfd for it
-      if (freeTop < SLOTS) {
+      // publish: no second wake-up through the eventfd for it. Nothing there (writes go to io-wq): no eventfd
+      // read either; their completions come back through the eventfd
+      if (freeTop < SLOTS && ring.hasCompletions) {
         ring.reap(onCompletion);
         flush();
       }

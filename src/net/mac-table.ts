@@ -143,6 +143,11 @@ export class MacTable {
     });
   }
 
+  /** Changes whenever an entry is written (readers may cache a lookup while it holds). */
+  get generation(): number {
+    return Atomics.load(this.words, SEQ);
+  }
+
   get size(): number {
     return Atomics.load(this.words, COUNT);
   }

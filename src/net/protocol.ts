@@ -11,6 +11,8 @@ export interface NetWorkerData {
   /** queue pairs per port */
   pairs: number;
   module: WebAssembly.Module;
+  /** the switch's own wasm (assembly/net-switch.ts) */
+  netModule: WebAssembly.Module;
   ctlFd: number;
   /** Int32Array[1]: non-zero = exit now (process exit) */
   ctlWord: SharedArrayBuffer;

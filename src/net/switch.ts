@@ -12,6 +12,7 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import * as Comlink from 'comlink/dist/esm/comlink.mjs';
 import nodeEndpoint from 'comlink/dist/esm/node-adapter.mjs';
 import { loadEngineModule } from '../engine/engine.js';
+import { loadNetSwitchModule } from './net-engine.js';
 import { MAX_QUEUES } from '../engine/layout.js';
 import type { RingWorkers, RingWorkersContext, RingWorkersFactory } from '../queues/ring-workers.js';
 import type { RingStart } from '../queues/worker-protocol.js';
@@ -172,6 +173,7 @@ export class NetSwitch {
       ports: this.ports,
       pairs: this.pairs,
       module,
+      netModule: loadNetSwitchModule(),
       ctlFd,
       ctlWord: ctlSab,
       macTable: this.macTable.sab,

@@ -133,6 +133,11 @@ export class IoUring {
     return (this.tail - Atomics.load(this.sq, this.sqHead)) >>> 0;
   }
 
+  /** Completions are waiting in the CQ (a memory read: no syscall). */
+  get hasCompletions(): boolean {
+    return Atomics.load(this.cq, this.cqHead) !== Atomics.load(this.cq, this.cqTail);
+  }
+
   /** Free SQ entries. */
   get sqSpace(): number {
     return this.sqEntries - this.unsubmitted;

@@ -77,8 +77,11 @@ export class NetPeer {
     buf.set(hdr, 0);
     buf.set(frame, this.hdrLen);
     // the header in a descriptor of its own (as Linux without ANY_LAYOUT), the frame optionally split again
-    const segs = [{ offset: 0, len: this.hdrLen, write: false }];
-    if (splitAt !== undefined && splitAt > 0 && splitAt < frame.length) {
+    // (splitAt 0: header and frame in one descriptor, as virtio-user and Linux with ANY_LAYOUT send them)
+    const segs = [{ offset: 0, len: splitAt === 0 ? total : this.hdrLen, write: false }];
+    if (splitAt === 0) {
+      // one descriptor
+    } else if (splitAt !== undefined && splitAt > 0 && splitAt < frame.length) {
       segs.push({ offset: this.hdrLen, len: splitAt, write: false });
       segs.push({ offset: this.hdrLen + splitAt, len: frame.length - splitAt, write: false });
     } else segs.push({ offset: this.hdrLen, len: frame.length, write: false });

@@ -18,6 +18,7 @@ const NET_OPTIONS = {
   'no-offloads': { type: 'boolean' },
   'print-capabilities': { type: 'boolean' },
   batch: { type: 'string' },
+  'poll-us': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -46,6 +47,7 @@ export async function runNet(args: string[]): Promise<void> {
   if (macs && macs.length > ports) throw new UsageError(`${macs.length} --mac for ${ports} port(s)`);
   const mtu = intOption('mtu', values.mtu, DEFAULT_MTU, 68, 65535);
   const batch = intOption('batch', values.batch, 128, 1, 1024);
+  const pollUs = intOption('poll-us', values['poll-us'], 0, 0, 1_000_000);
 
   const log = (l: string): void => void process.stderr.write(`vhost-wasm net: ${l}\n`);
   const { sw, devices } = createNetPorts({ ports, pairs, macs, mtu, offloads: !values['no-offloads'], log });
@@ -78,6 +80,7 @@ export async function runNet(args: string[]): Promise<void> {
         socketPath: paths[p],
         fd: p >= paths.length ? fds[p - paths.length] : undefined,
         batch,
+        pollUs,
         log: portLog,
       }).start(),
     );

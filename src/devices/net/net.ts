@@ -12,9 +12,10 @@ import { bit, ProtocolFeature } from '../../vhost-user/constants.js';
 import * as F from '../../net/frame.js';
 import { NetSwitch, type NetSwitchOptions } from '../../net/switch.js';
 
-export const NET_USAGE = `  vhost-wasm net  --socket-path P1 [--socket-path P2 ...] [--queues N] [--mac M ...] [--mtu N] [--no-offloads]
+export const NET_USAGE = `  vhost-wasm net  --socket-path P1 [--socket-path P2 ...] [--queues N] [--mac M ...] [--mtu N] [--no-offloads] [--poll-us N]
                   (one port of a built-in learning switch per socket, or per --fd; --queues: queue pairs 1..16;
-                   --no-offloads: offer no checksum/TSO offloads, for ports that cannot take GSO frames)
+                   --no-offloads: offer no checksum/TSO offloads, for ports that cannot take GSO frames;
+                   --poll-us: keep TX kicks off and poll a drained TX ring for N us after its last frame, default 0)
 `;
 
 export const NET_CONFIG_BYTES = 24;
