@@ -288,9 +288,10 @@ export function packedPopBatch(qs: u32, maxChains: i32): i32 {
   }
   if (n == 0) return failed != 0 ? -<i32>failed : 0;
   store<u16>(qs, <u16>pos, QS_LAST_AVAIL);
+  // batches before chains: a reader (stats.ts) takes chains first, so it never sees a batch's chains without it
+  addStat(qs, QS_STAT_BATCHES, 1);
   addStat(qs, QS_STAT_CHAINS, <u64>n);
   addStat(qs, QS_STAT_DESCS, descs);
-  addStat(qs, QS_STAT_BATCHES, 1);
   addStat(qs, QS_STAT_BYTES_READ, bytes);
   return <i32>n;
 }

@@ -268,9 +268,10 @@ function collectChains(qs: u32, want: u32, headsAddr: u32, lastAvail: u32): i32 
   }
   if (n == 0) return failed != 0 ? -<i32>failed : 0;
   if (inflight != 0) store<u64>(qs, counter, QS_INFLIGHT_COUNTER);
+  // batches before chains: a reader (stats.ts) takes chains first, so it never sees a batch's chains without it
+  addStat(qs, QS_STAT_BATCHES, 1);
   addStat(qs, QS_STAT_CHAINS, <u64>n);
   addStat(qs, QS_STAT_DESCS, descs);
-  addStat(qs, QS_STAT_BATCHES, 1);
   addStat(qs, QS_STAT_BYTES_READ, bytes);
   return <i32>n;
 }

@@ -232,9 +232,9 @@ export class ReferencePackedRing {
     }
     if (n === 0) return failed !== 0 ? -failed : 0;
     this.w16(qs + QS_LAST_AVAIL, p);
+    this.addStat(qs + QS_STAT_BATCHES, 1); // before chains, as the wasm engine does (stats.ts reads chains first)
     this.addStat(qs + QS_STAT_CHAINS, n);
     this.addStat(qs + QS_STAT_DESCS, descs);
-    this.addStat(qs + QS_STAT_BATCHES, 1);
     this.addStat(qs + QS_STAT_BYTES_READ, bytes);
     return n;
   }

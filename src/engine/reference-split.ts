@@ -327,9 +327,9 @@ export class ReferenceSplitEngine implements SplitEngineApi {
   }
 
   private popStats(qs: number, n: number, descs: number, bytes: number): void {
+    this.addStat(qs + QS_STAT_BATCHES, 1); // before chains, as the wasm engine does (stats.ts reads chains first)
     this.addStat(qs + QS_STAT_CHAINS, n);
     this.addStat(qs + QS_STAT_DESCS, descs);
-    this.addStat(qs + QS_STAT_BATCHES, 1);
     this.addStat(qs + QS_STAT_BYTES_READ, bytes);
   }
 
