@@ -211,6 +211,7 @@ export function blkDevice(opts: BlkOptions): BlkDevice {
       maxQueueSize: 32768,
       features,
       protocolFeatures: 0n,
+      usedInOrder: 'in-order-completion', // io_uring finishes requests in any order
       options: { fd: imageFd, size: sizeBytes, readOnly, serial, wceFd: flagFd, blockDevice },
       capabilities: BLK_CAPABILITIES,
       imagePath: opts.image,

@@ -17,6 +17,12 @@ export interface DeviceModel {
   readonly protocolFeatures: bigint;
   /** core protocol feature bits this device must not offer (net: CONFIGURE_MEM_SLOTS, see devices/net/net.ts) */
   readonly withoutProtocolFeatures?: bigint;
+  /**
+   * When every queue uses buffers in the order they were made available, so VIRTIO_F_IN_ORDER may be offered:
+   * 'always' (synchronous handlers complete each batch in pop order; the net switch pushes each chain as it pops
+   * it), 'in-order-completion' (asynchronous handlers, only under --completion in-order); absent: never.
+   */
+  readonly usedInOrder?: 'always' | 'in-order-completion';
   /** handed to each queue handler */
   readonly options: Record<string, string | number | boolean>;
   /** capabilities for --print-capabilities (the vhost-user.json "features" list) */

@@ -10,6 +10,7 @@ export function nullDevice(opts: { queues?: number } = {}): DeviceModel {
     maxQueueSize: 32768,
     features: 0n,
     protocolFeatures: 0n,
+    usedInOrder: 'always', // a synchronous handler: each batch completes in pop order
     options: {},
     capabilities: [],
   };

@@ -8,6 +8,7 @@ export function rngDevice(opts: { source?: string } = {}): DeviceModel {
     maxQueueSize: 32768,
     features: 0n,
     protocolFeatures: 0n,
+    usedInOrder: 'always', // a synchronous handler: each batch completes in pop order
     options: { source: opts.source ?? '/dev/urandom' },
     capabilities: [],
   };

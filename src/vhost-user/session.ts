@@ -12,6 +12,7 @@ import {
   QF_EVENT_IDX,
   QF_INDIRECT,
   QF_INFLIGHT,
+  QF_IN_ORDER,
   QS_AVAIL,
   QS_DESC,
   QS_LAST_AVAIL,
@@ -26,7 +27,7 @@ import type { RingWorkers, RingWorkersFactory } from '../queues/ring-workers.js'
 import { queueMapping } from '../queues/worker-pool.js';
 import type { CompletionOrder, NotifyPolicy, WorkerEvent } from '../queues/worker-protocol.js';
 import { closeQuietly, dup, eventfdSignal, ftruncate, isEventfd, memfdCreate, MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../sys/syscalls.js';
-import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from './constants.js';
+import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from './constants.js';
 import { decodePackedBase, encodePackedBase } from './vring-base.js';
 
 export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
@@ -124,7 +125,9 @@ export class Session {
   }
 
   get offeredFeatures(): bigint {
-    return CORE_FEATURES | this.device.features;
+    const u = this.device.usedInOrder;
+    const inOrder = u === 'always' || (u === 'in-order-completion' && this.opts.completion === 'in-order');
+    return CORE_FEATURES | this.device.features | (inOrder ? bit(VIRTIO_F_IN_ORDER) : 0n);
   }
 
   get offeredProtocolFeatures(): bigint {
@@ -189,6 +192,7 @@ export class Session {
     const extra = f & ~this.offeredFeatures;
     if (extra) throw new RequestError(`SET_FEATURES acks feature bits never offered: 0x${extra.toString(16)}`);
     if (hasBit(f, VIRTIO_F_RING_PACKED) && !this.packed) this.opts.log('VIRTIO_F_RING_PACKED acked: the rings are packed');
+    if (hasBit(f, VIRTIO_F_IN_ORDER) && !hasBit(this.acked, VIRTIO_F_IN_ORDER)) this.opts.log('VIRTIO_F_IN_ORDER acked: buffers are used in the order they were made available');
     this.acked = f;
     // Without VHOST_USER_F_PROTOCOL_FEATURES there is no SET_VRING_ENABLE: rings are enabled at once.
     if (!hasBit(f, VHOST_USER_F_PROTOCOL_FEATURES))
@@ -398,6 +402,8 @@ export class Session {
     if (typeof t === 'string') throw new RequestError(`vring ${q} cannot start: ${t}`);
     let qf = QF_INDIRECT;
     if (hasBit(this.acked, VIRTIO_F_EVENT_IDX)) qf |= QF_EVENT_IDX;
+    // packed: one used descriptor per run of chains (split writes one used element per chain, which IN_ORDER allows)
+    if (hasBit(this.acked, VIRTIO_F_IN_ORDER)) qf |= QF_IN_ORDER;
     const inf = this.inflightFor(q, r);
     if (inf) qf |= QF_INFLIGHT;
     const inflightAddr = inf ? this.inflight!.addr + q * this.inflight!.perQueue : 0;

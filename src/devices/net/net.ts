@@ -70,6 +70,8 @@ export class NetPortDevice implements DeviceModel {
    * which replace the table and are idempotent.
    */
   readonly withoutProtocolFeatures = bit(ProtocolFeature.CONFIGURE_MEM_SLOTS);
+  /** TX completes each popped batch in order; RX pushes each chain as it pops it, under the ring's lock (net-switch.ts) */
+  readonly usedInOrder = 'always';
   readonly options: Record<string, string | number | boolean> = {};
   readonly capabilities: readonly string[] = [];
   readonly workers: RingWorkersFactory;
