@@ -13,6 +13,7 @@ import { DRV_FIXED_READ } from '../../src/engine/layout.js';
 import type { DriverResult } from '../../src/frontend/driver-protocol.js';
 import { Frontend, type Segment } from '../../src/frontend/frontend.js';
 import type { CompletionOrder, NotifyPolicy } from '../../src/queues/worker-protocol.js';
+import { bit, hasBit, VIRTIO_F_IN_ORDER } from '../../src/vhost-user/constants.js';
 import { readCounters, type QueueCounters } from '../../src/vhost-user/stats.js';
 import { startBackend, type InProcessBackend } from '../helpers/backend.js';
 
@@ -142,7 +143,7 @@ describe('batch limit (--batch) and queue-to-worker mapping (--queue-map)', () =
 describe('completion order (--completion)', () => {
   const MiB = 1 << 20;
 
-  async function serveBlk(completion: CompletionOrder): Promise<Frontend> {
+  async function serveBlk(completion: CompletionOrder, extraFeatures = 0n): Promise<Frontend> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vw-order-'));
     dirs.push(dir);
     const image = path.join(dir, 'disk.img');
@@ -150,7 +151,7 @@ describe('completion order (--completion)', () => {
     fs.truncateSync(image, 8 * MiB);
     device = blkDevice({ image });
     backend = startBackend(device, { completion });
-    const fe = await Frontend.connect({ socketPath: backend.socketPath, queues: 1, queueSize: 256, bufferBytes: 4 * MiB });
+    const fe = await Frontend.connect({ socketPath: backend.socketPath, queues: 1, queueSize: 256, bufferBytes: 4 * MiB, extraFeatures });
     open.push(fe);
     return fe;
   }
@@ -201,6 +202,24 @@ describe('completion order (--completion)', () => {
       expect(statuses.every((s) => s === VIRTIO_BLK_S_OK)).toBe(true);
     }
     // and the ring stops cleanly: nothing held back is left behind
+    await fe.stop();
+  });
+
+  it('IN_ORDER: blk offers VIRTIO_F_IN_ORDER only under --completion in-order (io_uring finishes requests in any order)', async () => {
+    const fe = await serveBlk('as-finished', bit(VIRTIO_F_IN_ORDER));
+    expect(hasBit((await fe.client.request('GET_FEATURES', undefined))!, VIRTIO_F_IN_ORDER)).toBe(false);
+    expect(hasBit(fe.features, VIRTIO_F_IN_ORDER)).toBe(false);
+  });
+
+  it('IN_ORDER: buffers are used in the order they were made available (blk, --completion in-order, the bit acked)', async () => {
+    const fe = await serveBlk('in-order', bit(VIRTIO_F_IN_ORDER));
+    expect(hasBit(fe.features, VIRTIO_F_IN_ORDER)).toBe(true);
+    expect(backend!.logs.join('\n')).toContain('VIRTIO_F_IN_ORDER acked');
+    for (let round = 0; round < 3; round++) {
+      const { order, statuses } = await mixedBatch(fe);
+      expect(order).toEqual([0, 1, 2, 3, 4, 5, 6]);
+      expect(statuses.every((s) => s === VIRTIO_BLK_S_OK)).toBe(true);
+    }
     await fe.stop();
   });
 });
