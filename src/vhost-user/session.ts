@@ -210,6 +210,7 @@ export class Session {
       await this.withRingsPaused(() => {
         this.acked = f;
       });
+      this.opts.log(`dirty logging ${this.logging ? 'on' : 'off'}`);
       if (!this.logging) this.reportDroppedLog();
     }
     this.acked = f;
@@ -293,6 +294,7 @@ export class Session {
   async setLogBase(mmapSize: bigint, mmapOffset: bigint, fd: number): Promise<bigint> {
     await this.withRingsPaused(() => {
       this.memory.mapLog(fd, mmapOffset, mmapSize);
+      this.opts.log(`dirty log of ${mmapSize} bytes mapped`);
       const dv = new DataView(this.memory.memory.buffer);
       for (let q = 0; q < this.rings.length; q++) dv.setUint32(queueArea(q) + QS_LOG_DROPPED, 0, true);
     });
@@ -636,18 +638,23 @@ export class Session {
   }
 
   async setStatus(status: number): Promise<void> {
-    if (status === 0) await this.resetDevice();
+    // QEMU 7.2's vhost_dev_stop sends SET_STATUS(0) BEFORE the GET_VRING_BASEs whose answers it migrates: those
+    // must still say where each ring stopped (a ring starts again only after a SET_VRING_BASE anyway)
+    if (status === 0) await this.resetDevice(true);
     this.status = status & 0xff;
   }
 
-  /** RESET_DEVICE / SET_STATUS(0): every ring stopped and forgotten, features cleared, ownership kept. */
-  async resetDevice(): Promise<void> {
+  /**
+   * RESET_DEVICE / SET_STATUS(0): every ring stopped and forgotten, features cleared, ownership kept; with
+   * `keepBases` (SET_STATUS(0)) a stopped ring still reports where it stopped.
+   */
+  async resetDevice(keepBases = false): Promise<void> {
     for (let q = 0; q < this.rings.length; q++) {
-      await this.getVringBase(q);
+      const base = await this.getVringBase(q);
       const r = this.rings[q]!;
       closeQuietly(r.callFd);
       closeQuietly(r.errFd);
-      this.rings[q] = this.freshRing();
+      this.rings[q] = { ...this.freshRing(), base: keepBases ? base : 0 };
     }
     this.acked = 0n;
     this.status = 0;
