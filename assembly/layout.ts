@@ -8,6 +8,7 @@ export const WASM_PAGE: u32 = 0x1_0000;
 export const REGION_TABLE: u32 = 0x0010_0000;
 export const REGION_HDR_COUNT: u32 = 0;
 export const REGION_HDR_GENERATION: u32 = 4;
+export const REGION_HDR_LOG_BYTES: u32 = 8;
 export const REGION_HDR_SIZE: u32 = 64;
 export const REGION_ENTRY_SIZE: u32 = 32;
 export const REGION_GPA: u32 = 0;
@@ -47,6 +48,8 @@ export const QS_STAT_BYTES_WRITTEN: u32 = 112;
 export const QS_STAT_KICKS: u32 = 128;
 export const QS_STAT_CALLS: u32 = 136;
 export const QS_STAT_POLL_HITS: u32 = 144;
+export const QS_LOG_USED: u32 = 168;
+export const QS_LOG_DROPPED: u32 = 176;
 export const QS_BYTES: u32 = 512;
 
 export const QF_EVENT_IDX: u32 = 1 << 0;
@@ -54,6 +57,8 @@ export const QF_INDIRECT: u32 = 1 << 1;
 export const QF_INFLIGHT: u32 = 1 << 3;
 export const QF_PACKED: u32 = 1 << 4;
 export const QF_IN_ORDER: u32 = 1 << 5;
+export const QF_LOG: u32 = 1 << 6;
+export const QF_LOG_USED: u32 = 1 << 7;
 export const QS_PK_BATCH: u32 = 160;
 export const QS_PK_BATCH_FLAGS: u32 = 162;
 export const QS_PK_INFL_FREE: u32 = 164;
@@ -84,6 +89,11 @@ export const SEG_F_WRITE: u32 = 1;
 // ---- device scratch ----
 export const DEVICE_AREAS: u32 = 0x0220_0000;
 export const DEVICE_AREA_SIZE: u32 = 0x8_0000;
+
+// ---- dirty log ----
+export const LOG_AREA: u32 = 0x0380_0000;
+export const LOG_AREA_MAX: u32 = 0x0080_0000;
+export const LOG_PAGE_SHIFT: u32 = 12;
 
 // ---- inflight ----
 export const INFLIGHT_AREA: u32 = 0x0400_0000;

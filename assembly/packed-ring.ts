@@ -30,6 +30,7 @@ import {
 import { needEventInline, fullFence } from './event-idx';
 import { translateGpa } from './region-table';
 import { appendSegments, SEGS_UNMAPPED } from './segments';
+import { logBytesOf, ringLogBytesOf, logChainSegments, logWasm } from './dirty-log';
 import { inflightPackedFetch, inflightPackedUsed, inflightPackedCommit, inflightPackedCopyChain } from './inflight-packed';
 
 const WALK_NO_FIT: u32 = 0x100;
@@ -371,7 +372,9 @@ function writeUsed(qs: u32, ring: u32, size: u32, id: u32, slots: u32, len: u32)
 }
 
 /**
- * Completion of one chain (any order): token from its chain record, len bytes written.
+ * Completion of one chain (any order): token from its chain record, len bytes written. Its buffer
+ * writes are NOT dirty-logged: the chain's descriptors may already be overwritten by other used
+ * descriptors and its chain record reused, so the session refuses VHOST_F_LOG_ALL on packed rings.
  * 0, or -ERR_USED_ID for a token that cannot be one we handed out.
  */
 export function packedPushUsed(qs: u32, token: u32, len: u32): i32 {
@@ -388,6 +391,23 @@ export function packedPushUsed(qs: u32, token: u32, len: u32): i32 {
 }
 
 /**
+ * Dirty log: the ring slots from `batch` up to `nextUsed` (wrapping), where this batch's used
+ * descriptors went (one per chain; the slots between them are logged too, which costs nothing extra:
+ * they share the ring's pages). Equal positions with a batch pending mean a whole lap.
+ */
+function logUsedSlots(qs: u32, lb: u32, size: u32, batch: u32, nextUsed: u32): void {
+  const ring = load<u32>(qs, QS_DESC);
+  const b = batch & 0x7fff;
+  const e = nextUsed & 0x7fff;
+  if (e > b) {
+    logWasm(qs, lb, ring + (b << 4), (e - b) << 4);
+  } else {
+    logWasm(qs, lb, ring + (b << 4), (size - b) << 4);
+    if (e != 0) logWasm(qs, lb, ring, e << 4);
+  }
+}
+
+/**
  * Publish the used descriptors written since the last publish (the batch's first flags, atomically),
  * then decide on a notification from the driver event suppression structure (B.4 packed, as DPDK's
  * vhost_vring_call_packed). Returns 1 to notify the driver.
@@ -401,6 +421,8 @@ export function packedPublish(qs: u32): i32 {
   atomic.store<u16>(load<u32>(qs, QS_DESC) + ((batch & 0x7fff) << 4), load<u16>(qs, QS_PK_BATCH_FLAGS), 14); // B.5 row 6
   store<u32>(qs, 0, QS_PENDING);
   const nextUsed = <u32>load<u16>(qs, QS_NEXT_USED);
+  const lb = ringLogBytesOf(qs);
+  if (lb != 0) logUsedSlots(qs, lb, size, batch, nextUsed);
   if ((features & QF_INFLIGHT) != 0) inflightPackedCommit(load<u32>(qs, QS_INFLIGHT), size);
 
   fullFence(qs + QS_PENDING); // B.5 row 3
@@ -454,6 +476,7 @@ export function packedComplete(qs: u32, n: i32): i32 {
     const inOrder = (features & QF_IN_ORDER) != 0 && inflight == 0;
     let bytes: u64 = 0;
     let runSlots: u32 = 0;
+    const lb = logBytesOf(qs);
     let rec = qs + CHAINS_OFFSET;
     for (let k: u32 = 0; k < cnt; k++, rec += CHAIN_BYTES) {
       const token = load<u32>(rec, CH_HEAD);
@@ -464,6 +487,7 @@ export function packedComplete(qs: u32, n: i32): i32 {
       const room = load<u32>(rec, CH_WRITE_LEN);
       const len = want < room ? want : room;
       bytes += <u64>len;
+      if (lb != 0) logChainSegments(qs, lb, rec, len);
       if (inOrder) {
         runSlots += slots;
         if (len == 0 && k + 1 < cnt) continue;
@@ -483,6 +507,8 @@ export function packedComplete(qs: u32, n: i32): i32 {
 /** Suppress kicks: device event suppression flags = DISABLE. */
 export function packedDisableNotify(qs: u32): void {
   atomic.store<u16>(load<u32>(qs, QS_USED), <u16>RING_EVENT_FLAGS_DISABLE, 2);
+  const lb = ringLogBytesOf(qs);
+  if (lb != 0) logWasm(qs, lb, load<u32>(qs, QS_USED), 4);
 }
 
 /**
@@ -498,6 +524,8 @@ export function packedEnableNotify(qs: u32): i32 {
   } else {
     atomic.store<u16>(dev, <u16>RING_EVENT_FLAGS_ENABLE, 2);
   }
+  const lb = ringLogBytesOf(qs);
+  if (lb != 0) logWasm(qs, lb, dev, 4);
   fullFence(qs + QS_PENDING); // B.5 row 4
   const flags = <u32>atomic.load<u16>(load<u32>(qs, QS_DESC) + ((pos & 0x7fff) << 4), 14);
   return descAvailable(flags, pos >>> 15) ? 1 : 0;

@@ -28,6 +28,7 @@ import {
 import { needEventInline, fullFence } from './event-idx';
 import { translateGpa } from './region-table';
 import { appendSegments, SEGS_UNMAPPED } from './segments';
+import { logBytesOf, ringLogBytesOf, logChainSegments, logSplitChain, logUsedRing } from './dirty-log';
 import {
   isPacked, packedPopBatch, packedPopHeads, packedAvailPending, packedPushUsed, packedPublish, packedComplete,
   packedDisableNotify, packedEnableNotify,
@@ -320,10 +321,26 @@ export function splitPushUsed(qs: u32, head: u32, len: u32): i32 {
   if (head >= size) return -<i32>ERR_USED_ID;
   const nextUsed = <u32>load<u16>(qs, QS_NEXT_USED);
   writeUsed(qs, load<u32>(qs, QS_USED), size - 1, inflightOf(qs), nextUsed, head, len);
+  // the device wrote its buffers before completing them; the chain record may be gone by now
+  const lb = logBytesOf(qs);
+  if (lb != 0) logSplitChain(qs, lb, head, len);
   store<u16>(qs, <u16>(nextUsed + 1), QS_NEXT_USED);
   store<u32>(qs, load<u32>(qs, QS_PENDING) + 1, QS_PENDING);
   addStat(qs, QS_STAT_BYTES_WRITTEN, <u64>len);
   return 0;
+}
+
+/** Dirty log: the `pending` used elements before `nextUsed` (wrapping around the ring), and used.idx. */
+function logUsedElems(qs: u32, lb: u32, size: u32, nextUsed: u32, pending: u32): void {
+  if (pending >= size) {
+    logUsedRing(qs, lb, 4, size << 3);
+  } else {
+    const start = (nextUsed - pending) & (size - 1);
+    const first = start + pending <= size ? pending : size - start;
+    logUsedRing(qs, lb, 4 + (start << 3), first << 3);
+    if (first < pending) logUsedRing(qs, lb, 4, (pending - first) << 3);
+  }
+  logUsedRing(qs, lb, 2, 2);
 }
 
 /**
@@ -341,6 +358,8 @@ export function splitPublish(qs: u32): i32 {
   const nextUsed = <u32>load<u16>(qs, QS_NEXT_USED);
   atomic.store<u16>(used, <u16>nextUsed, 2); // B.5 row 2: the only store that publishes
   store<u32>(qs, 0, QS_PENDING);
+  const lb = ringLogBytesOf(qs);
+  if (lb != 0) logUsedElems(qs, lb, size, nextUsed, pending);
 
   const inflight = (features & QF_INFLIGHT) != 0 ? load<u32>(qs, QS_INFLIGHT) : 0;
   if (inflight != 0) {
@@ -389,6 +408,7 @@ export function splitComplete(qs: u32, n: i32): i32 {
     let nextUsed = <u32>load<u16>(qs, QS_NEXT_USED);
     let bytes: u64 = 0;
     let pushed: u32 = 0;
+    const lb = logBytesOf(qs);
     let rec = qs + CHAINS_OFFSET;
     for (let k: u32 = 0; k < cnt; k++, rec += CHAIN_BYTES) {
       const head = load<u32>(rec, CH_HEAD);
@@ -398,6 +418,7 @@ export function splitComplete(qs: u32, n: i32): i32 {
       const room = load<u32>(rec, CH_WRITE_LEN);
       const len = want < room ? want : room;
       writeUsed(qs, used, mask, inflight, nextUsed, head, len);
+      if (lb != 0) logChainSegments(qs, lb, rec, len);
       nextUsed++;
       pushed++;
       bytes += <u64>len;
@@ -415,6 +436,8 @@ export function splitDisableNotify(qs: u32): void {
   if (load<u32>(qs, QS_FEATURES) & QF_EVENT_IDX) return;
   const used = load<u32>(qs, QS_USED);
   atomic.store<u16>(used, atomic.load<u16>(used) | <u16>VIRTQ_USED_F_NO_NOTIFY);
+  const lb = ringLogBytesOf(qs);
+  if (lb != 0) logUsedRing(qs, lb, 0, 2);
 }
 
 /**
@@ -427,10 +450,13 @@ export function splitEnableNotify(qs: u32): i32 {
   const size = load<u32>(qs, QS_SIZE_FIELD);
   const used = load<u32>(qs, QS_USED);
   const lastAvail = load<u16>(qs, QS_LAST_AVAIL);
+  const lb = ringLogBytesOf(qs);
   if (load<u32>(qs, QS_FEATURES) & QF_EVENT_IDX) {
     atomic.store<u16>(used + 4 + (size << 3), lastAvail);
+    if (lb != 0) logUsedRing(qs, lb, 4 + (size << 3), 2);
   } else {
     atomic.store<u16>(used, atomic.load<u16>(used) & ~<u16>VIRTQ_USED_F_NO_NOTIFY);
+    if (lb != 0) logUsedRing(qs, lb, 0, 2);
   }
   fullFence(qs + QS_PENDING); // B.5 row 4
   return atomic.load<u16>(load<u32>(qs, QS_AVAIL), 2) != lastAvail ? 1 : 0;

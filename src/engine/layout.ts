@@ -8,6 +8,7 @@
  *   0x0010_0000  region table (guest memory regions, see REGION_*)
  *   0x0020_0000  queue areas, QUEUE_AREA_SIZE each, MAX_QUEUES of them: queue state, chain records, segments
  *   0x0220_0000  device scratch areas, DEVICE_AREA_SIZE per queue (iovecs, request headers, ...)
+ *   0x0380_0000  dirty log (the SET_LOG_BASE fd, mapped here during live migration)
  *   0x0400_0000  inflight region (the INFLIGHT_SHMFD memfd, mapped here)
  *   0x0800_0000  guest RAM regions, each mapped at a 2 MiB-aligned host address
  */
@@ -18,6 +19,9 @@ export const WASM_PAGE = 0x1_0000;
 export const REGION_TABLE = 0x0010_0000;
 export const REGION_HDR_COUNT = 0; // u32 number of valid entries
 export const REGION_HDR_GENERATION = 4; // u32 bumped on every change
+// bytes of the dirty log mapped at LOG_AREA (0 = none); lives in the region table header because every queue
+// of the connection shares the one log, and it changes only while the rings are paused, like the table
+export const REGION_HDR_LOG_BYTES = 8;
 export const REGION_HDR_SIZE = 64;
 export const REGION_ENTRY_SIZE = 32;
 export const REGION_GPA = 0; // u64 guest-physical start
@@ -59,6 +63,8 @@ export const QS_STAT_BYTES_WRITTEN = 112; // u64 used lengths reported
 export const QS_STAT_KICKS = 128; // f64 kick eventfd wake-ups with a non-zero counter
 export const QS_STAT_CALLS = 136; // f64 call eventfd writes
 export const QS_STAT_POLL_HITS = 144; // f64 busy-poll rounds that found work
+export const QS_LOG_USED = 168; // u64 log_guest_addr from SET_VRING_ADDR: guest-physical address of the used ring
+export const QS_LOG_DROPPED = 176; // u32 pages written that the log was too small to record (saturating)
 export const QS_BYTES = 512;
 
 export const QF_EVENT_IDX = 1 << 0;
@@ -66,6 +72,8 @@ export const QF_INDIRECT = 1 << 1;
 export const QF_INFLIGHT = 1 << 3;
 export const QF_PACKED = 1 << 4; // packed ring (B.2): set by packedConfigure; every engine entry point dispatches on it
 export const QF_IN_ORDER = 1 << 5; // VIRTIO_F_IN_ORDER: packed complete() writes one used descriptor per run
+export const QF_LOG = 1 << 6; // VHOST_F_LOG_ALL: log the device's writes into guest buffers in the dirty log
+export const QF_LOG_USED = 1 << 7; // VHOST_VRING_F_LOG as well: log the ring writes (split: at QS_LOG_USED)
 
 // packed-ring queue state (B.2). QS_LAST_AVAIL / QS_NEXT_USED / QS_SIGNALLED_USED then hold a ring
 // position as `index | wrap << 15` (the vhost-user SET_VRING_BASE encoding), QS_AVAIL / QS_USED the
@@ -104,6 +112,11 @@ export const RESUBMIT_CAP = 1024;
 // ---- device scratch ----
 export const DEVICE_AREAS = 0x0220_0000;
 export const DEVICE_AREA_SIZE = 0x8_0000;
+
+// ---- dirty log (A.9): one bit per 4 KiB guest page, bit = gpa >> LOG_PAGE_SHIFT ----
+export const LOG_AREA = 0x0380_0000;
+export const LOG_AREA_MAX = 0x0080_0000; // 8 MiB of bitmap: guest-physical addresses up to 256 GiB
+export const LOG_PAGE_SHIFT = 12;
 
 // ---- inflight ----
 export const INFLIGHT_AREA = 0x0400_0000;

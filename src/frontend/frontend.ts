@@ -4,10 +4,10 @@
  */
 import { Piscina } from 'piscina';
 import { drvInitFlags, instantiateEngine, loadEngineModule, type EngineExports } from '../engine/engine.js';
-import { DRV_SEG_ADDR, DRV_SEG_BYTES, DRV_SEG_F_WRITE, DRV_SEG_FLAGS, DRV_SEG_LEN, DRV_USED_BYTES, DS_CHAIN_LEN, DS_LAST_USED, deviceArea, queueArea } from '../engine/layout.js';
+import { DRV_SEG_ADDR, DRV_SEG_BYTES, DRV_SEG_F_WRITE, DRV_SEG_FLAGS, DRV_SEG_LEN, DRV_USED_BYTES, DS_CHAIN_LEN, DS_LAST_USED, LOG_AREA, LOG_PAGE_SHIFT, deviceArea, queueArea } from '../engine/layout.js';
 import { builtPath } from '../runtime/package-root.js';
-import { closeQuietly, eventfd, eventfdDrain, eventfdSignal, POLLIN, pollFds } from '../sys/syscalls.js';
-import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from '../vhost-user/constants.js';
+import { closeQuietly, dup, eventfd, eventfdDrain, eventfdSignal, ftruncate, memfdCreate, MFD_ALLOW_SEALING, MFD_CLOEXEC, POLLIN, pollFds } from '../sys/syscalls.js';
+import { bit, hasBit, ProtocolFeature, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES, VHOST_VRING_F_LOG, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from '../vhost-user/constants.js';
 import { VhostUserClient } from './client.js';
 import type { InflightDesc } from '../vhost-user/codec.js';
 import type { DriverResult, DriverTask } from './driver-protocol.js';
@@ -34,6 +34,12 @@ export interface FrontendOptions {
   setupSteps?: number;
   /** drive packed virtqueues: VIRTIO_F_RING_PACKED is required from the back-end */
   packed?: boolean;
+  /**
+   * Dirty logging, as QEMU during a live migration: negotiate LOG_SHMFD, hand the back-end a log (SET_LOG_BASE)
+   * and turn VHOST_F_LOG_ALL on with the rings logging their used rings (VHOST_VRING_F_LOG). Read it with
+   * dirtyPages(); setLogging() turns it off and on while the rings run.
+   */
+  log?: boolean;
 }
 
 export interface Segment {
@@ -73,6 +79,10 @@ export class Frontend {
   features = 0n;
   protocolFeatures = 0n;
   private pool: Piscina | undefined;
+  /** the dirty log's memfd (ours; the back-end got a copy), mapped at LOG_AREA of our own Memory */
+  private logFd: number | undefined;
+  private logging = false;
+  private logClient: VhostUserClient | undefined;
   private stepsLeft: number | undefined;
   /** false when `setupSteps` cut the set-up short */
   setupDone = false;
@@ -128,7 +138,9 @@ export class Frontend {
     this.features = offered & want;
     if (hasBit(offered, VHOST_USER_F_PROTOCOL_FEATURES)) {
       const pf = (await step(() => c.request('GET_PROTOCOL_FEATURES', undefined)))!;
-      this.protocolFeatures = pf & (WANTED_PROTOCOL | (this.opts.inflight ? bit(ProtocolFeature.INFLIGHT_SHMFD) : 0n));
+      this.protocolFeatures =
+        pf & (WANTED_PROTOCOL | (this.opts.inflight ? bit(ProtocolFeature.INFLIGHT_SHMFD) : 0n) | (this.opts.log ? bit(ProtocolFeature.LOG_SHMFD) : 0n));
+      if (this.opts.log && !hasBit(this.protocolFeatures, ProtocolFeature.LOG_SHMFD)) throw new Error('dirty logging asked for, but the back-end does not offer LOG_SHMFD');
       await step(() => c.request('SET_PROTOCOL_FEATURES', this.protocolFeatures));
       c.replyAck = hasBit(this.protocolFeatures, ProtocolFeature.REPLY_ACK);
       if (hasBit(this.protocolFeatures, ProtocolFeature.MQ)) {
@@ -142,6 +154,75 @@ export class Frontend {
     await step(() => c.request('SET_MEM_TABLE', { regions: [{ gpa: r.gpa, size: r.size, uaddr: r.uaddr, mmapOffset: 0n }] }, [this.ram.fd]));
     if (hasBit(this.protocolFeatures, ProtocolFeature.INFLIGHT_SHMFD)) await step(() => this.setupInflight());
     await this.setupRings();
+    if (this.opts.log) await step(() => this.setLogging(true));
+  }
+
+  /** Bytes of dirty log for our guest RAM: one bit per page, in whole u64s as QEMU sizes it. */
+  get logBytes(): number {
+    const pages = Math.ceil(Number(this.ram.region.gpa + this.ram.region.size) / (1 << LOG_PAGE_SHIFT));
+    return Math.ceil(pages / 64) * 8;
+  }
+
+  /**
+   * Start or stop dirty logging while the rings run, in QEMU's order (vhost_dev_set_log): a fresh log first
+   * (SET_LOG_BASE, answered before we go on), then VHOST_F_LOG_ALL, then every ring's addresses again with or
+   * without VHOST_VRING_F_LOG and its used ring's guest-physical address.
+   */
+  async setLogging(on: boolean): Promise<void> {
+    if (!hasBit(this.protocolFeatures, ProtocolFeature.LOG_SHMFD)) throw new Error('LOG_SHMFD was not negotiated');
+    const c = this.client;
+    if (on && this.logFd === undefined) {
+      const fd = memfdCreate('vhost-wasm-dirty-log', MFD_CLOEXEC | MFD_ALLOW_SEALING);
+      try {
+        ftruncate(fd, this.logBytes);
+        this.ram.mem.mapLog(dup(fd), 0n, BigInt(this.logBytes));
+      } catch (e) {
+        closeQuietly(fd);
+        throw e;
+      }
+      this.logFd = fd;
+    }
+    // every connection (a reconnected back-end too) gets the log before logging starts
+    if (on && this.logClient !== c) {
+      await c.request('SET_LOG_BASE', { mmapSize: BigInt(this.logBytes), mmapOffset: 0n }, [this.logFd!]);
+      this.logClient = c;
+    }
+    this.logging = on;
+    this.features = on ? this.features | bit(VHOST_F_LOG_ALL) : this.features & ~bit(VHOST_F_LOG_ALL);
+    await c.request('SET_FEATURES', this.features);
+    for (let q = 0; q < this.queues.length; q++) await c.request('SET_VRING_ADDR', this.vringAddr(q));
+  }
+
+  /** SET_VRING_ADDR for ring q: with VHOST_VRING_F_LOG and the used ring's guest-physical address while logging. */
+  private vringAddr(q: number): { index: number; flags: number; desc: bigint; used: bigint; avail: bigint; log: bigint } {
+    const ring = this.queues[q]!.ring;
+    const log = this.logging ? (BigInt(ring.used) + this.ram.gpaDelta) & 0xffff_ffff_ffff_ffffn : 0n;
+    return { index: q, flags: this.logging ? VHOST_VRING_F_LOG : 0, desc: ring.descUva, used: ring.usedUva, avail: ring.availUva, log };
+  }
+
+  /** The guest pages whose bits are set in the dirty log (page numbers: gpa >> 12); clears them with `clear`. */
+  dirtyPages(clear = false): number[] {
+    if (this.logFd === undefined) throw new Error('no dirty log set up');
+    const u8 = new Uint8Array(this.ram.mem.memory.buffer, LOG_AREA, this.logBytes);
+    const out: number[] = [];
+    for (let i = 0; i < u8.length; i++) {
+      const b = clear ? Atomics.exchange(u8, i, 0) : Atomics.load(u8, i);
+      for (let k = 0; k < 8; k++) if (b & (1 << k)) out.push(i * 8 + k);
+    }
+    return out;
+  }
+
+  /** Guest page number of an offset in queue q's buffer area. */
+  bufferPage(q: number, offset: number): number {
+    return Number((BigInt(this.queues[q]!.ring.buffers + offset) + this.ram.gpaDelta) & 0xffff_ffff_ffff_ffffn) >>> LOG_PAGE_SHIFT;
+  }
+
+  /** Guest page numbers of queue q's used ring. */
+  usedRingPages(q: number): number[] {
+    const used = Number((BigInt(this.queues[q]!.ring.used) + this.ram.gpaDelta) & 0xffff_ffff_ffff_ffffn);
+    const first = used >>> LOG_PAGE_SHIFT;
+    const last = (used + 6 + 8 * this.size - 1) >>> LOG_PAGE_SHIFT;
+    return Array.from({ length: last - first + 1 }, (_, i) => first + i);
   }
 
   /** Every ring: size, base, addresses, call and kick fds, enable. */
@@ -156,7 +237,7 @@ export class Frontend {
       const base = this.packed ? this.packedBase(q, fresh) : fresh ? 0 : Atomics.load(new Uint16Array(this.ram.mem.memory.buffer), (ring.used + 2) >>> 1);
       await step(() => c.request('SET_VRING_NUM', { index: q, num: this.size }));
       await step(() => c.request('SET_VRING_BASE', { index: q, num: base }));
-      await step(() => c.request('SET_VRING_ADDR', { index: q, flags: 0, desc: ring.descUva, used: ring.usedUva, avail: ring.availUva, log: 0n }));
+      await step(() => c.request('SET_VRING_ADDR', this.vringAddr(q)));
       await step(() => c.request('SET_VRING_CALL', { index: q, noFd: false }, [callFd]));
       await step(() => c.request('SET_VRING_KICK', { index: q, noFd: false }, [kickFd]));
       if (hasBit(this.features, VHOST_USER_F_PROTOCOL_FEATURES) && (this.opts.enableRings ?? true))
@@ -355,6 +436,7 @@ export class Frontend {
     this.pool = undefined;
     this.client.close();
     closeQuietly(this.inflightFd);
+    closeQuietly(this.logFd);
     for (const q of this.queues) {
       closeQuietly(q.kickFd);
       closeQuietly(q.callFd);

@@ -10,6 +10,8 @@ import {
   GUEST_AREA,
   INFLIGHT_AREA,
   INFLIGHT_AREA_MAX,
+  LOG_AREA,
+  LOG_AREA_MAX,
   MAX_REGIONS,
   MEMORY_MAX_PAGES,
   QUEUE_AREAS,
@@ -17,6 +19,7 @@ import {
   REGION_GPA,
   REGION_HDR_COUNT,
   REGION_HDR_GENERATION,
+  REGION_HDR_LOG_BYTES,
   REGION_HDR_SIZE,
   REGION_SIZE,
   REGION_TABLE,
@@ -73,6 +76,7 @@ export class GuestMemory {
   private regions: MappedRegion[] = [];
   private generation = 0;
   private inflightLen = 0;
+  private logLen = 0;
   private guardSlot: number;
 
   /** told when something is accepted that a hostile front-end could still turn against us */
@@ -85,8 +89,8 @@ export class GuestMemory {
       shared: true,
     });
     this.base = memoryBaseAddress(this.memory);
-    // inflight region and guest RAM: a front-end shrinking a file mapped there must not kill the process
-    this.guardSlot = guardRange(this.base + BigInt(INFLIGHT_AREA), this.base + MEMORY_LIMIT);
+    // dirty log, inflight region and guest RAM: a front-end shrinking a file mapped there must not kill the process
+    this.guardSlot = guardRange(this.base + BigInt(LOG_AREA), this.base + MEMORY_LIMIT);
   }
 
   /**
@@ -97,6 +101,7 @@ export class GuestMemory {
   reset(): void {
     this.clear();
     this.unmapInflight();
+    this.unmapLog();
     this.cover(QUEUE_AREAS, INFLIGHT_AREA - QUEUE_AREAS);
     this.onWarning = undefined;
   }
@@ -105,6 +110,7 @@ export class GuestMemory {
   release(): void {
     this.clear();
     this.unmapInflight();
+    this.unmapLog();
     unguardRange(this.guardSlot);
     this.guardSlot = -1;
   }
@@ -201,6 +207,40 @@ export class GuestMemory {
     } finally {
       closeQuietly(fd);
     }
+  }
+
+  /**
+   * SET_LOG_BASE: map the dirty log (one bit per 4 KiB guest page) at LOG_AREA, replacing an older one, and tell
+   * the engine its size (REGION_HDR_LOG_BYTES), which bounds every bit it sets. The fd is owned from here on.
+   * Only while no worker runs a ring (the size and the mapping change together).
+   */
+  mapLog(fd: number, offset: bigint, size: bigint): void {
+    try {
+      if (size === 0n || size > BigInt(LOG_AREA_MAX)) throw new GuestMemoryError(`dirty log of ${size} bytes is not in 1..${LOG_AREA_MAX}`);
+      if (offset & (SMALL_PAGE - 1n)) throw new GuestMemoryError(`dirty log mmap_offset ${offset} is not page-aligned`);
+      if (offset + size > fstat(fd).size) throw new GuestMemoryError(`dirty log [${offset}, +${size}) lies beyond the end of its fd`);
+      if (!sealAgainstShrink(fd) && !guardActive()) this.onWarning?.('the dirty log fd cannot be sealed against shrinking and the SIGBUS guard is not built');
+      this.unmapLog();
+      const len = alignUp(size, SMALL_PAGE);
+      this.ensureVisible(LOG_AREA + Number(len));
+      mmap(this.base + BigInt(LOG_AREA), len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, offset);
+      this.logLen = Number(len);
+      new DataView(this.memory.buffer).setUint32(REGION_TABLE + REGION_HDR_LOG_BYTES, Number(size), true);
+    } finally {
+      closeQuietly(fd);
+    }
+  }
+
+  /** Bytes of dirty log mapped (0 = none). */
+  get logBytes(): number {
+    return new DataView(this.memory.buffer).getUint32(REGION_TABLE + REGION_HDR_LOG_BYTES, true);
+  }
+
+  unmapLog(): void {
+    new DataView(this.memory.buffer).setUint32(REGION_TABLE + REGION_HDR_LOG_BYTES, 0, true);
+    if (!this.logLen) return;
+    this.cover(LOG_AREA, this.logLen);
+    this.logLen = 0;
   }
 
   get inflightMapped(): boolean {

@@ -142,6 +142,10 @@ export class Dispatcher {
       case 'REM_MEM_REG':
         if (fd !== undefined) closeQuietly(fd); // allowed, unused
         return s.removeMemRegion(req.payload);
+      case 'SET_LOG_BASE':
+        return { reply: encodeReply('SET_LOG_BASE', await s.setLogBase(req.payload.mmapSize, req.payload.mmapOffset, fd!)) };
+      case 'SET_LOG_FD':
+        return s.setLogFd(fd!);
       case 'SET_VRING_NUM':
         return s.setVringNum(req.payload.index, req.payload.num);
       case 'SET_VRING_ADDR':

@@ -13,7 +13,12 @@ import {
   QF_INDIRECT,
   QF_INFLIGHT,
   QF_IN_ORDER,
+  QF_LOG,
+  QF_LOG_USED,
   QS_AVAIL,
+  QS_FEATURES,
+  QS_LOG_DROPPED,
+  QS_LOG_USED,
   QS_DESC,
   QS_LAST_AVAIL,
   QS_NEXT_USED,
@@ -27,16 +32,19 @@ import type { RingWorkers, RingWorkersFactory } from '../queues/ring-workers.js'
 import { queueMapping } from '../queues/worker-pool.js';
 import type { CompletionOrder, NotifyPolicy, WorkerEvent } from '../queues/worker-protocol.js';
 import { closeQuietly, dup, eventfdSignal, ftruncate, isEventfd, memfdCreate, MFD_ALLOW_SEALING, MFD_CLOEXEC } from '../sys/syscalls.js';
-import { bit, hasBit, ProtocolFeature, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from './constants.js';
+import { bit, hasBit, ProtocolFeature, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES, VHOST_VRING_F_LOG, VIRTIO_F_EVENT_IDX, VIRTIO_F_IN_ORDER, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1 } from './constants.js';
 import { decodePackedBase, encodePackedBase } from './vring-base.js';
 
 export const VIRTIO_CONFIG_S_NEEDS_RESET = 0x40;
 
 
-/** Transport features every device gets. */
+/**
+ * Transport features every device gets. VHOST_F_LOG_ALL (dirty logging, live migration): every device writes
+ * guest memory only into the buffers the engine handed out and reports the length through it, which logs them.
+ */
 export const CORE_FEATURES =
   bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC) | bit(VIRTIO_F_EVENT_IDX) | bit(VIRTIO_F_RING_PACKED) |
-  bit(VHOST_USER_F_PROTOCOL_FEATURES);
+  bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(VHOST_F_LOG_ALL);
 
 export const CORE_PROTOCOL_FEATURES =
   bit(ProtocolFeature.MQ) |
@@ -45,7 +53,8 @@ export const CORE_PROTOCOL_FEATURES =
   bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
   bit(ProtocolFeature.RESET_DEVICE) |
   bit(ProtocolFeature.STATUS) |
-  bit(ProtocolFeature.INFLIGHT_SHMFD);
+  bit(ProtocolFeature.INFLIGHT_SHMFD) |
+  bit(ProtocolFeature.LOG_SHMFD);
 
 /** A request the front-end got wrong: the dispatcher logs it and fails the request. */
 export class RequestError extends Error {
@@ -79,6 +88,8 @@ export interface SessionResources {
 interface Ring {
   size: number;
   addr: { desc: bigint; used: bigint; avail: bigint } | undefined;
+  /** SET_VRING_ADDR's log_guest_addr when its flags had VHOST_VRING_F_LOG, else undefined */
+  logUsed: bigint | undefined;
   base: number;
   kickFd: number; // -1 none; -2 = "no fd": poll the ring
   callFd: number;
@@ -101,6 +112,7 @@ export class Session {
   private protocolAcked = 0n;
   private protocolSet = false;
   private status = 0;
+  private droppedReported = false;
   private owner = false;
   private backendReqFd = NO_FD;
   private closed = false;
@@ -121,7 +133,7 @@ export class Session {
   }
 
   private freshRing(): Ring {
-    return { size: 0, addr: undefined, base: 0, kickFd: NO_FD, callFd: NO_FD, errFd: NO_FD, enabled: false, started: false, broken: false };
+    return { size: 0, addr: undefined, logUsed: undefined, base: 0, kickFd: NO_FD, callFd: NO_FD, errFd: NO_FD, enabled: false, started: false, broken: false };
   }
 
   get offeredFeatures(): bigint {
@@ -188,11 +200,23 @@ export class Session {
     return this.offeredFeatures;
   }
 
-  setFeatures(f: bigint): void {
+  async setFeatures(f: bigint): Promise<void> {
     const extra = f & ~this.offeredFeatures;
     if (extra) throw new RequestError(`SET_FEATURES acks feature bits never offered: 0x${extra.toString(16)}`);
+    // a packed chain completed out of order has no descriptors or chain record left to log its writes from
+    if (hasBit(f, VHOST_F_LOG_ALL) && hasBit(f, VIRTIO_F_RING_PACKED))
+      throw new RequestError('VHOST_F_LOG_ALL on packed rings is not supported: dirty logging needs split rings');
     if (hasBit(f, VIRTIO_F_RING_PACKED) && !this.packed) this.opts.log('VIRTIO_F_RING_PACKED acked: the rings are packed');
     if (hasBit(f, VIRTIO_F_IN_ORDER) && !hasBit(this.acked, VIRTIO_F_IN_ORDER)) this.opts.log('VIRTIO_F_IN_ORDER acked: buffers are used in the order they were made available');
+    const logToggled = hasBit(f, VHOST_F_LOG_ALL) !== this.logging;
+    if (logToggled && this.rings.some((r) => r.started)) {
+      // running rings switch between two batches: the workers are paused while their queue state changes
+      await this.withRingsPaused(() => {
+        this.acked = f;
+      });
+      this.opts.log(`dirty logging ${this.logging ? 'on' : 'off'}`);
+      if (!this.logging) this.reportDroppedLog();
+    }
     this.acked = f;
     // Without VHOST_USER_F_PROTOCOL_FEATURES there is no SET_VRING_ENABLE: rings are enabled at once.
     if (!hasBit(f, VHOST_USER_F_PROTOCOL_FEATURES))
@@ -262,6 +286,53 @@ export class Session {
     });
   }
 
+  /** VHOST_F_LOG_ALL acked: the engine logs every guest write into the dirty log. */
+  private get logging(): boolean {
+    return hasBit(this.acked, VHOST_F_LOG_ALL);
+  }
+
+  /**
+   * SET_LOG_BASE (LOG_SHMFD): map the front-end's log, replacing an older one. The rings pause meanwhile, so that
+   * no batch logs half into each; the front-end syncs the old log after our reply. Replies 0 (libvhost-user's u64).
+   */
+  async setLogBase(mmapSize: bigint, mmapOffset: bigint, fd: number): Promise<bigint> {
+    await this.withRingsPaused(() => {
+      this.memory.mapLog(fd, mmapOffset, mmapSize);
+      this.opts.log(`dirty log of ${mmapSize} bytes mapped`);
+      const dv = new DataView(this.memory.memory.buffer);
+      for (let q = 0; q < this.rings.length; q++) dv.setUint32(queueArea(q) + QS_LOG_DROPPED, 0, true);
+    });
+    this.droppedReported = false;
+    return 0n;
+  }
+
+  /** SET_LOG_FD: an eventfd to tell the front-end the log changed; it polls the log anyway, so it is not kept. */
+  setLogFd(fd: number): void {
+    closeQuietly(fd);
+  }
+
+  /** The dirty-log state of a configured queue area: QF_LOG (VHOST_F_LOG_ALL), QF_LOG_USED + log_guest_addr. */
+  private writeLogState(q: number, r: Ring): void {
+    const dv = new DataView(this.memory.memory.buffer);
+    const qs = queueArea(q);
+    let f = dv.getUint32(qs + QS_FEATURES, true) & ~(QF_LOG | QF_LOG_USED);
+    if (this.logging) f |= QF_LOG;
+    if (r.logUsed !== undefined) f |= QF_LOG_USED;
+    dv.setBigUint64(qs + QS_LOG_USED, r.logUsed ?? 0n, true);
+    dv.setUint32(qs + QS_FEATURES, f, true);
+  }
+
+  /** Once per log: pages the engine could not record because the log was too small for the guest's memory. */
+  private reportDroppedLog(): void {
+    if (this.droppedReported) return;
+    const dv = new DataView(this.memory.memory.buffer);
+    let lost = 0;
+    for (let q = 0; q < this.rings.length; q++) lost += dv.getUint32(queueArea(q) + QS_LOG_DROPPED, true);
+    if (lost === 0) return;
+    this.droppedReported = true;
+    this.opts.log(`dirty log of ${this.memory.logBytes} bytes is too small for the guest: ${lost} written page(s) could not be logged; a migration may miss them`);
+  }
+
   /** Quiesce the workers, change memory, re-translate running rings, resume: no request is lost or half-read. */
   private async withRingsPaused(change: () => void): Promise<void> {
     if (this.pool) await this.pool.pause();
@@ -295,6 +366,7 @@ export class Session {
       dv.setUint32(qs + QS_DESC, t.desc, true);
       dv.setUint32(qs + QS_AVAIL, t.avail, true);
       dv.setUint32(qs + QS_USED, t.used, true);
+      this.writeLogState(q, r);
     });
     return lost;
   }
@@ -309,9 +381,11 @@ export class Session {
     r.size = num;
   }
 
-  async setVringAddr(index: number, addr: { desc: bigint; used: bigint; avail: bigint }): Promise<void> {
+  async setVringAddr(index: number, addr: { flags: number; desc: bigint; used: bigint; avail: bigint; log: bigint }): Promise<void> {
     const r = this.ring(index);
     r.addr = { desc: addr.desc, used: addr.used, avail: addr.avail };
+    // QEMU re-sends the addresses with VHOST_VRING_F_LOG when dirty logging starts (and without when it stops)
+    r.logUsed = (addr.flags & VHOST_VRING_F_LOG) !== 0 ? addr.log : undefined;
     if (r.started) await this.withRingsPaused(() => {});
     else await this.maybeStart(index);
   }
@@ -332,6 +406,7 @@ export class Session {
       const lastAvail = dv.getUint16(queueArea(index) + QS_LAST_AVAIL, true);
       r.base = this.packed ? encodePackedBase(lastAvail, dv.getUint16(queueArea(index) + QS_NEXT_USED, true)) : lastAvail;
       r.started = false;
+      if (this.logging) this.reportDroppedLog();
     }
     if (r.kickFd >= 0) closeQuietly(r.kickFd);
     r.kickFd = NO_FD;
@@ -413,6 +488,7 @@ export class Session {
     } else {
       this.engine.splitConfigure(queueArea(q), r.size, qf, t.desc, t.avail, t.used, REGION_TABLE, inflightAddr, r.base);
     }
+    this.writeLogState(q, r);
     const resubmit = this.recoverInflight(q, r);
     this.pool ??= this.resources.workers({
       device: this.device.name,
@@ -568,18 +644,23 @@ export class Session {
   }
 
   async setStatus(status: number): Promise<void> {
-    if (status === 0) await this.resetDevice();
+    // QEMU 7.2's vhost_dev_stop sends SET_STATUS(0) BEFORE the GET_VRING_BASEs whose answers it migrates: those
+    // must still say where each ring stopped (a ring starts again only after a SET_VRING_BASE anyway)
+    if (status === 0) await this.resetDevice(true);
     this.status = status & 0xff;
   }
 
-  /** RESET_DEVICE / SET_STATUS(0): every ring stopped and forgotten, features cleared, ownership kept. */
-  async resetDevice(): Promise<void> {
+  /**
+   * RESET_DEVICE / SET_STATUS(0): every ring stopped and forgotten, features cleared, ownership kept; with
+   * `keepBases` (SET_STATUS(0)) a stopped ring still reports where it stopped.
+   */
+  async resetDevice(keepBases = false): Promise<void> {
     for (let q = 0; q < this.rings.length; q++) {
-      await this.getVringBase(q);
+      const base = await this.getVringBase(q);
       const r = this.rings[q]!;
       closeQuietly(r.callFd);
       closeQuietly(r.errFd);
-      this.rings[q] = this.freshRing();
+      this.rings[q] = { ...this.freshRing(), base: keepBases ? base : 0 };
     }
     this.acked = 0n;
     this.status = 0;

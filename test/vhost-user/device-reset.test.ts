@@ -1,7 +1,7 @@
 /**
  * RESET_DEVICE and SET_STATUS(0) return the device to its initial state (vhost-user: "the back-end must reset
  * the device"; virtio 2.1: writing 0 to device status resets it): every ring stopped and forgotten (a ring reports
- * base 0 and serves nothing until set up again), NEEDS_RESET cleared, and the same connection can set the device
+ * base 0 (after SET_STATUS(0): where it stopped) and serves nothing until set up again), NEEDS_RESET cleared, and the same connection can set the device
  * up again and be served. Ownership, memory and protocol features stay.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -60,8 +60,9 @@ describe('device reset', () => {
       else await fe.client.request('SET_STATUS', 0n);
 
       expect(await status(fe), 'status after the reset: 0, NEEDS_RESET gone').toBe(0n);
-      // ring 0 had used 3 chains; reset, it has no state left: its base is 0 ...
-      expect((await fe.client.request('GET_VRING_BASE', { index: 0, num: 0 }))!.num).toBe(0);
+      // ring 0 had used 3 chains; RESET_DEVICE leaves it no state: its base is 0. SET_STATUS(0) keeps where it
+      // stopped: QEMU 7.2 sends it before the GET_VRING_BASEs it migrates (test/qemu/blk-migrate.test.ts) ...
+      expect((await fe.client.request('GET_VRING_BASE', { index: 0, num: 0 }))!.num).toBe(how === 'RESET_DEVICE' ? 0 : 3);
       // ... and it does not run: a chain made available now is not served
       fe.submit(0, [{ offset: 0, len: 8, write: true }]);
       await expect(fe.waitUsed(0, 300)).rejects.toThrow(/no used element/);
