@@ -34,6 +34,7 @@ import {
   HeaderFlag,
   ProtocolFeature,
   requestName,
+  VHOST_F_LOG_ALL,
   VHOST_USER_F_PROTOCOL_FEATURES,
   VIRTIO_F_RING_PACKED,
 } from '../../src/vhost-user/constants.js';
@@ -258,7 +259,8 @@ export class ProtocolModel {
           return undefined;
         });
       case 'SET_FEATURES': {
-        const ok = (req.payload & ~this.offered) === 0n;
+        // dirty logging is refused on packed rings (session.ts: no record to log an out-of-order completion from)
+        const ok = (req.payload & ~this.offered) === 0n && !(hasBit(req.payload, VHOST_F_LOG_ALL) && hasBit(req.payload, VIRTIO_F_RING_PACKED));
         if (ok) this.acked = req.payload;
         return P(ack(ok), !ok);
       }
