@@ -37,6 +37,8 @@ describe('--engine and --stats', () => {
     const { lines } = await statsWith(builtPath('src/engine/example-engine.js'));
     const busy = lines.filter((l) => l['chainsPerSec']! > 0);
     expect(busy.length).toBeGreaterThan(0);
-    for (const l of busy) expect(l['avgBatch']).toBeLessThanOrEqual(8);
+    // the counters are sampled while the worker runs, so an interval may see one batch's chains without the batch
+    // (skew of at most 8 chains over thousands of batches); uncapped, the wasm engine pops up to 128 per batch
+    for (const l of busy) expect(l['avgBatch']).toBeLessThanOrEqual(8.01);
   });
 });
