@@ -12,6 +12,7 @@
 // DS_PK_BUF_ADDR + (c * dpc + j) * DS_PK_BUF_LEN (the split driver's buffer layout). Generic mode makes a
 // chain available at once in drvAddChain (drvKickAvail has nothing left to publish).
 
+import { addStat } from './counters';
 import {
   DS_SIZE_FIELD, DS_FLAGS, DS_DESC, DS_AVAIL, DS_USED, DS_NUM_FREE, DS_GPA_DELTA, DS_AVAIL_IDX, DS_LAST_USED,
   DS_KICK_AVAIL, DS_FREE_CHAINS, DS_DESCS_PER_CHAIN, DS_ERRORS, DS_STAT_SUBMITTED, DS_STAT_REAPED,
@@ -24,12 +25,6 @@ import {
 import { needEventInline, fullFence } from './event-idx';
 
 const WRAP: u32 = 1 << 15;
-
-// @ts-ignore: decorator
-@inline
-function addStat(ds: u32, offset: u32, v: u64): void {
-  store<u64>(ds + offset, load<u64>(ds + offset) + v);
-}
 
 // @ts-ignore: decorator
 @inline

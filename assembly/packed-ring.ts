@@ -14,10 +14,11 @@
 //          stored last with one atomic.store at publish: the driver polls that slot first
 //   rows 3/4: a full fence before reading the driver's event suppression / re-reading the ring
 
+import { addStat, countNotify } from './counters';
 import {
   QS_SIZE_FIELD, QS_FEATURES, QS_DESC, QS_AVAIL, QS_USED, QS_REGIONS, QS_INFLIGHT, QS_ERROR, QS_LAST_AVAIL,
   QS_NEXT_USED, QS_SIGNALLED_USED, QS_SIGNALLED_VALID, QS_ERROR_DETAIL, QS_PENDING, QS_PK_BATCH,
-  QS_PK_BATCH_FLAGS, QS_STAT_CHAINS, QS_STAT_DESCS, QS_STAT_BATCHES, QS_STAT_NOTIFY, QS_STAT_SUPPRESSED,
+  QS_PK_BATCH_FLAGS, QS_STAT_CHAINS, QS_STAT_DESCS, QS_STAT_BATCHES,
   QS_STAT_BYTES_READ, QS_STAT_BYTES_WRITTEN, QF_EVENT_IDX, QF_INFLIGHT, QF_PACKED, QF_IN_ORDER,
   CHAINS_OFFSET, CHAIN_BYTES, CHAIN_CAP, CH_HEAD, CH_SEG_START, CH_SEG_COUNT, CH_READ_LEN, CH_WRITE_LEN,
   CH_USED_LEN, SEGS_OFFSET, SEG_CAP, SEG_F_WRITE, PACKED_TOKEN_SLOTS_SHIFT,
@@ -44,12 +45,6 @@ const WRAP: u32 = 1 << 15;
 function setError(qs: u32, code: u32, detail: u32): void {
   store<u32>(qs, detail, QS_ERROR_DETAIL);
   store<u32>(qs, code, QS_ERROR);
-}
-
-// @ts-ignore: decorator
-@inline
-function addStat(qs: u32, offset: u32, v: u64): void {
-  store<u64>(qs + offset, load<u64>(qs + offset) + v);
 }
 
 /** True when the queue area holds a packed ring (the split entry points dispatch on this). */
@@ -453,12 +448,7 @@ export function packedPublish(qs: u32): i32 {
       notify = needEventInline(off, nw, old);
     }
   }
-  if (notify) {
-    addStat(qs, QS_STAT_NOTIFY, 1);
-    return 1;
-  }
-  addStat(qs, QS_STAT_SUPPRESSED, 1);
-  return 0;
+  return countNotify(qs, notify);
 }
 
 /**

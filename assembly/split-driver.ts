@@ -11,6 +11,7 @@
 // Ordering mirrors the device side: avail.idx with one atomic store (release) per publish; used.idx
 // with an atomic load (acquire); a full fence before reading avail_event / used.flags.
 
+import { addStat } from './counters';
 import {
   DS_SIZE_FIELD, DS_FLAGS, DS_DESC, DS_AVAIL, DS_USED, DS_NUM_FREE, DS_GPA_DELTA, DS_FREE_HEAD, DS_AVAIL_IDX,
   DS_LAST_USED, DS_KICK_AVAIL, DS_FREE_CHAINS, DS_DESCS_PER_CHAIN, DS_ERRORS, DS_STAT_SUBMITTED,
@@ -33,12 +34,6 @@ import {
 @inline
 function isPacked(ds: u32): bool {
   return (load<u32>(ds, DS_FLAGS) & DSF_PACKED) != 0;
-}
-
-// @ts-ignore: decorator
-@inline
-function addStat(ds: u32, offset: u32, v: u64): void {
-  store<u64>(ds + offset, load<u64>(ds + offset) + v);
 }
 
 // @ts-ignore: decorator

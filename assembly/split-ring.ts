@@ -12,10 +12,11 @@
 // These entry points are the engine's one ring API: a queue set up by packedConfigure (QF_PACKED)
 // is handed to packed-ring.ts by the first line of each, so callers never know the ring format.
 
+import { addStat, countNotify } from './counters';
 import {
   QS_SIZE_FIELD, QS_FEATURES, QS_DESC, QS_AVAIL, QS_USED, QS_REGIONS, QS_INFLIGHT, QS_ERROR, QS_LAST_AVAIL,
   QS_NEXT_USED, QS_SIGNALLED_USED, QS_SIGNALLED_VALID, QS_ERROR_DETAIL, QS_INFLIGHT_COUNTER, QS_PENDING,
-  QS_STAT_CHAINS, QS_STAT_DESCS, QS_STAT_BATCHES, QS_STAT_NOTIFY, QS_STAT_SUPPRESSED, QS_STAT_BYTES_READ,
+  QS_STAT_CHAINS, QS_STAT_DESCS, QS_STAT_BATCHES, QS_STAT_BYTES_READ,
   QS_STAT_BYTES_WRITTEN, QF_EVENT_IDX, QF_INFLIGHT,
   CHAINS_OFFSET, CHAIN_BYTES, CHAIN_CAP, CH_HEAD, CH_SEG_START, CH_SEG_COUNT, CH_READ_LEN, CH_WRITE_LEN,
   CH_USED_LEN, SEGS_OFFSET, SEG_BYTES, SEG_CAP, SEG_ADDR, SEG_LEN, SEG_FLAGS, SEG_F_WRITE,
@@ -47,12 +48,6 @@ export const DETAIL_CONFIG: u32 = 0xffff_ffff;
 function setError(qs: u32, code: u32, detail: u32): void {
   store<u32>(qs, detail, QS_ERROR_DETAIL);
   store<u32>(qs, code, QS_ERROR);
-}
-
-// @ts-ignore: decorator
-@inline
-function addStat(qs: u32, offset: u32, v: u64): void {
-  store<u64>(qs + offset, load<u64>(qs + offset) + v);
 }
 
 /**
@@ -385,12 +380,7 @@ export function splitPublish(qs: u32): i32 {
   } else {
     notify = (atomic.load<u16>(avail) & VIRTQ_AVAIL_F_NO_INTERRUPT) == 0;
   }
-  if (notify) {
-    addStat(qs, QS_STAT_NOTIFY, 1);
-    return 1;
-  }
-  addStat(qs, QS_STAT_SUPPRESSED, 1);
-  return 0;
+  return countNotify(qs, notify);
 }
 
 /**
