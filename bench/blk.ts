@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util';
 import { runBlkLoad, type BlkReport, type BlkRw } from '../src/frontend/blk-load.js';
 import { findQsd, killAllBlkProcs, makeImage, oursCommand, refuseNewBlkProcs, SocketServer, startQsd, type QsdAio } from './blk-procs.js';
 import { guestFioAvailable, makeBenchInitrd, runGuestFio, type GuestFioResult } from './guest-fio.js';
-import { resultsRoot } from './paths.js';
+import { resultsRoot, writeSectionJson } from './paths.js';
 
 export const BLK_HEADLINE_TARGET = 1.5;
 export const BLK_GUEST_TARGET = 1.0;
@@ -489,15 +489,7 @@ export function formatBlkResults(r: BlkBenchResults, jsonPath?: string): string 
 }
 
 export function writeBlkResults(r: BlkBenchResults, dir: string): string | undefined {
-  try {
-    fs.mkdirSync(dir, { recursive: true });
-    const p = path.join(dir, 'blk.json');
-    fs.writeFileSync(p, JSON.stringify(r, null, 2) + '\n');
-    return p;
-  } catch (e) {
-    r.errors.push(`writing results: ${errMsg(e)}`);
-    return undefined;
-  }
+  return writeSectionJson(r, dir, 'blk.json');
 }
 
 /** --guest-rounds N: an integer 1..20, or undefined (the default). */

@@ -46,7 +46,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { resultsRoot } from './paths.js';
+import { resultsRoot, writeSectionJson } from './paths.js';
 import {
   findNetTools,
   killAllNetProcs,
@@ -809,15 +809,7 @@ export function formatNetResults(r: NetBenchResults, jsonPath?: string): string 
 }
 
 export function writeNetResults(r: NetBenchResults, dir: string): string | undefined {
-  try {
-    fs.mkdirSync(dir, { recursive: true });
-    const p = path.join(dir, 'net.json');
-    fs.writeFileSync(p, JSON.stringify(r, null, 2) + '\n');
-    return p;
-  } catch (e) {
-    r.errors.push(`writing results: ${errMsg(e)}`);
-    return undefined;
-  }
+  return writeSectionJson(r, dir, 'net.json');
 }
 
 /** Kill every testpmd and back-end of the net bench still alive; SIGKILL also removes testpmd's runtime dirs. */
