@@ -15,6 +15,7 @@
 //   rows 3/4: a full fence before reading the driver's event suppression / re-reading the ring
 
 import { addStat, countNotify } from './counters';
+import { initQueueState } from './queue-state';
 import {
   QS_SIZE_FIELD, QS_FEATURES, QS_DESC, QS_AVAIL, QS_USED, QS_REGIONS, QS_INFLIGHT, QS_ERROR, QS_LAST_AVAIL,
   QS_NEXT_USED, QS_SIGNALLED_USED, QS_SIGNALLED_VALID, QS_ERROR_DETAIL, QS_PENDING, QS_PK_BATCH,
@@ -85,20 +86,8 @@ export function packedConfigure(
   qs: u32, size: u32, features: u32, descAddr: u32, drvEvent: u32, devEvent: u32,
   regionTable: u32, inflightAddr: u32, lastAvail: u32, nextUsed: u32,
 ): void {
-  store<u32>(qs, size, QS_SIZE_FIELD);
-  store<u32>(qs, features | QF_PACKED, QS_FEATURES);
-  store<u32>(qs, descAddr, QS_DESC);
-  store<u32>(qs, drvEvent, QS_AVAIL);
-  store<u32>(qs, devEvent, QS_USED);
-  store<u32>(qs, regionTable, QS_REGIONS);
-  store<u32>(qs, inflightAddr, QS_INFLIGHT);
-  store<u16>(qs, <u16>lastAvail, QS_LAST_AVAIL);
+  initQueueState(qs, size, features | QF_PACKED, descAddr, drvEvent, devEvent, regionTable, inflightAddr, lastAvail);
   store<u16>(qs, <u16>nextUsed, QS_NEXT_USED);
-  store<u32>(qs, 0, QS_PENDING);
-  store<u16>(qs, 0, QS_SIGNALLED_USED);
-  store<u16>(qs, 0, QS_SIGNALLED_VALID);
-  store<u32>(qs, 0, QS_ERROR_DETAIL);
-  store<u32>(qs, 0, QS_ERROR);
   if (
     size == 0 || size > QUEUE_SIZE_MAX || descAddr == 0 || drvEvent == 0 || devEvent == 0 ||
     (descAddr & 15) != 0 || (drvEvent & 3) != 0 || (devEvent & 3) != 0 ||

@@ -13,6 +13,7 @@
 // is handed to packed-ring.ts by the first line of each, so callers never know the ring format.
 
 import { addStat, countNotify } from './counters';
+import { initQueueState } from './queue-state';
 import {
   QS_SIZE_FIELD, QS_FEATURES, QS_DESC, QS_AVAIL, QS_USED, QS_REGIONS, QS_INFLIGHT, QS_ERROR, QS_LAST_AVAIL,
   QS_NEXT_USED, QS_SIGNALLED_USED, QS_SIGNALLED_VALID, QS_ERROR_DETAIL, QS_INFLIGHT_COUNTER, QS_PENDING,
@@ -59,19 +60,7 @@ export function splitConfigure(
   qs: u32, size: u32, features: u32, descAddr: u32, availAddr: u32, usedAddr: u32,
   regionTable: u32, inflightAddr: u32, lastAvail: u32,
 ): void {
-  store<u32>(qs, size, QS_SIZE_FIELD);
-  store<u32>(qs, features, QS_FEATURES);
-  store<u32>(qs, descAddr, QS_DESC);
-  store<u32>(qs, availAddr, QS_AVAIL);
-  store<u32>(qs, usedAddr, QS_USED);
-  store<u32>(qs, regionTable, QS_REGIONS);
-  store<u32>(qs, inflightAddr, QS_INFLIGHT);
-  store<u16>(qs, <u16>lastAvail, QS_LAST_AVAIL);
-  store<u32>(qs, 0, QS_PENDING);
-  store<u16>(qs, 0, QS_SIGNALLED_USED);
-  store<u16>(qs, 0, QS_SIGNALLED_VALID);
-  store<u32>(qs, 0, QS_ERROR_DETAIL);
-  store<u32>(qs, 0, QS_ERROR);
+  initQueueState(qs, size, features, descAddr, availAddr, usedAddr, regionTable, inflightAddr, lastAvail);
   if (
     size == 0 || size > QUEUE_SIZE_MAX || (size & (size - 1)) != 0 ||
     descAddr == 0 || availAddr == 0 || usedAddr == 0 ||
